@@ -1,0 +1,1 @@
+"""hostd: the Insights host daemon (supervisor, broker, event log, HTTP API, CLI)."""

@@ -1,0 +1,35 @@
+"""The Falcon application factory."""
+from __future__ import annotations
+
+import falcon
+
+from sandbox.errors import InsightsError
+
+from .dashboard import DashboardResource, SchemaResource, make_templates
+from .errors import handle_insights_error, handle_unexpected
+from .resources import (EventResource, FileResource, HealthResource, ModulesResource,
+                        QueryResource, ViewResource)
+
+__all__ = ["create_app"]
+
+
+def create_app(web) -> falcon.App:
+    """Build the HTTP API over ``web`` (a :class:`hostd.web.WebContext` or a stand-in).
+
+    :returns: the WSGI application.
+    """
+    app = falcon.App()
+    app.req_options.auto_parse_form_urlencoded = False
+    app.req_options.keep_blank_qs_values = True
+    templates = make_templates()
+    app.add_route("/", DashboardResource(web, templates))
+    app.add_route("/view/{name}", ViewResource(web))
+    app.add_route("/query/{name}", QueryResource(web))
+    app.add_route("/schema", SchemaResource(web, templates))
+    app.add_route("/modules", ModulesResource(web))
+    app.add_route("/healthz", HealthResource(web))
+    app.add_route("/event", EventResource(web))
+    app.add_route("/fs/{module}/{path:path}", FileResource(web))
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(InsightsError, handle_insights_error)
+    return app

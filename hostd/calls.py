@@ -1,0 +1,115 @@
+"""Calling into sandboxes from hostd's processes (web workers, delivery, harness).
+
+A :class:`SandboxClient` belongs to one thread. It keeps one DEALER socket per
+module, connected to the module's ``call`` endpoint; ZeroMQ reconnects it by
+itself when the sandbox restarts on the same endpoint. Each call carries an id
+and a deadline; replies to calls that were given up on are discarded.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import zmq
+
+from sandbox import protocol
+from sandbox.errors import ModuleCrashed, ModuleTimeout, error_from_reply
+
+__all__ = ["SandboxClient", "process_alive"]
+
+_SLICE_S = 0.05
+
+
+def process_alive(pid) -> bool:
+    """:returns: whether process ``pid`` exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+class SandboxClient:
+    """Synchronous calls to sandboxes, for the thread that created it.
+
+    :param context: a ``zmq.Context`` created in this process.
+    :param current_record: callable ``current_record(module) -> record | None`` giving
+        the module's latest table record, used to notice a sandbox that died
+        during a call (the call then raises :class:`ModuleCrashed`).
+    """
+
+    def __init__(self, context: zmq.Context, current_record=None):
+        self._context = context
+        self._current = current_record
+        self._sockets: dict = {}
+        self._poller = zmq.Poller()
+
+    def _socket(self, record: dict):
+        key = (record["name"], record["call_endpoint"], record["key"])
+        entry = self._sockets.get(record["name"])
+        if entry is None or entry[0] != key:
+            if entry is not None:
+                self._poller.unregister(entry[1])
+                entry[1].close(0)
+            sock = self._context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(record["call_endpoint"])
+            entry = (key, sock, protocol.Signer(bytes.fromhex(record["key"])))
+            self._sockets[record["name"]] = entry
+            self._poller.register(sock, zmq.POLLIN)
+        return entry[1], entry[2]
+
+    def call(self, record: dict, kind: str, name: str, params=None, timeout_s: float = 30.0,
+             **fields):
+        """Call endpoint ``kind`` ``name`` of the module of ``record``.
+
+        :returns: the endpoint's result.
+        :raises ModuleTimeout: no answer before ``timeout_s``.
+        :raises ModuleCrashed: the sandbox died during the call.
+        :raises InsightsError: the error the sandbox answered (bad parameter, module raised...).
+        """
+        sock, signer = self._socket(record)
+        message = protocol.request("call", timeout_s, kind=kind, name=name, params=params or {},
+                                   **fields)
+        sock.send_multipart(signer.pack(message))
+        deadline, pid = message["deadline"], record.get("pid")
+        while True:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise ModuleTimeout(f"{kind} {name!r} of module {record['name']!r} did not answer"
+                                    f" within {timeout_s:g} s")
+            if sock.poll(min(remaining, _SLICE_S) * 1000):
+                try:
+                    reply = signer.unpack(sock.recv_multipart())
+                except protocol.ProtocolError:
+                    continue
+                if reply.get("id") != message["id"]:
+                    continue  # the late answer to a call we gave up on
+                if reply.get("ok"):
+                    return reply.get("result")
+                raise error_from_reply(reply.get("error") or {})
+            if not self._still_serving(record["name"], pid):
+                raise ModuleCrashed(f"module {record['name']!r} died during {kind} {name!r}")
+
+    def _still_serving(self, module: str, pid) -> bool:
+        if not process_alive(pid):
+            return False
+        if self._current is not None:
+            latest = self._current(module)
+            if latest is None or latest.get("pid") != pid:
+                return False
+        return True
+
+    def close(self) -> None:
+        """Close every socket."""
+        for _, sock, _ in self._sockets.values():
+            sock.close(0)
+        self._sockets.clear()

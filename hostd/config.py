@@ -1,0 +1,144 @@
+"""hostd's settings, declared once: name, default, type and help.
+
+:func:`load_config` merges, in order: the built-in defaults below, a TOML file
+(every key optional; ``conf/hostd.toml`` lists them all with comments), then
+command-line overrides. The result is a :class:`Config` passed down explicitly;
+nothing reads settings from globals.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Setting", "SETTINGS", "Config", "ConfigError", "load_config", "LIMIT_KEYS"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: dotted ``key`` (``section.name``), default, type and help text."""
+
+    key: str
+    default: object
+    type: type
+    help: str
+
+
+SETTINGS = (
+    Setting("server.bind", "127.0.0.1", str, "Address the HTTP server binds."),
+    Setting("server.port", 8000, int, "TCP port of the HTTP server (0: pick a free one)."),
+    Setting("server.workers", 2, int, "Number of gunicorn worker processes."),
+    Setting("server.graceful_timeout_s", 10.0, float,
+            "On SIGTERM, how long in-flight requests may take to finish."),
+    Setting("modules.paths", ["contrib_modules"], list,
+            "Folders holding module folders (relative paths: from the current directory)."),
+    Setting("storage.data_dir", "./insights-data", str,
+            "Private folder for the embedded store, sockets, module files and logs."),
+    Setting("storage.mongo_url", "", str,
+            "MongoDB URL to use; empty: start the embedded nx-27017 store under data_dir."),
+    Setting("limits.call_timeout_s", 30.0, float,
+            "Wall-clock limit of one call into a sandbox; past it the caller gets 504."),
+    Setting("limits.memory_mb", 1024, int, "Memory limit of one sandbox, in MiB."),
+    Setting("limits.max_body_mb", 16.0, float, "Largest request body accepted, in MiB (else 413)."),
+    Setting("limits.max_retries", 5, int,
+            "Times a failing event handler is retried on one event before it is dead-lettered."),
+    Setting("limits.realtime_timeout_s", 5.0, float,
+            "How long POST /event waits for realtime handlers before answering 504."),
+    Setting("limits.start_timeout_s", 30.0, float,
+            "How long a sandbox may take to load its module and report ready."),
+    Setting("supervisor.backoff_initial_s", 0.5, float,
+            "Delay before restarting a sandbox that died (doubles at each quick death)."),
+    Setting("supervisor.backoff_max_s", 30.0, float, "Longest delay between restarts."),
+    Setting("supervisor.crashloop_restarts", 5, int,
+            "Quick deaths in a row after which a module is reported as crashloop."),
+    Setting("supervisor.stable_after_s", 10.0, float,
+            "A sandbox up this long is healthy again: its backoff is reset."),
+    Setting("events.batch_size", 500, int, "Events read from the log and delivered per handler call."),
+    Setting("events.poll_interval_s", 0.05, float, "How often idle consumers look for new events."),
+    Setting("logging.level", "INFO", str, "Log level of hostd and the sandboxes."),
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+#: Keys a module's module.toml may override under [limits].
+LIMIT_KEYS = tuple(s.key.split(".", 1)[1] for s in SETTINGS if s.key.startswith("limits."))
+
+
+def _coerce(setting: Setting, value, origin: str):
+    if setting.type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if setting.type is list and isinstance(value, str):
+        return [value]
+    if not isinstance(value, setting.type) or (setting.type is int and isinstance(value, bool)):
+        raise ConfigError(f"{origin}: {setting.key} must be {setting.type.__name__}, got {value!r}")
+    return value
+
+
+class Config:
+    """Effective settings, read by dotted key: ``config["limits.call_timeout_s"]``."""
+
+    def __init__(self, values: dict):
+        self._values = dict(values)
+
+    def __getitem__(self, key: str):
+        return self._values[key]
+
+    def as_dict(self) -> dict:
+        """:returns: a copy of every setting, by dotted key."""
+        return dict(self._values)
+
+    def limits(self, overrides: dict | None = None, origin: str = "module.toml") -> dict:
+        """:returns: the ``limits.*`` settings (short names), with a module's overrides applied.
+
+        :raises ConfigError: an unknown or ill-typed limit.
+        """
+        limits = {k: self._values[f"limits.{k}"] for k in LIMIT_KEYS}
+        for name, value in (overrides or {}).items():
+            if name not in limits:
+                raise ConfigError(f"{origin}: unknown limit {name!r} (known: {', '.join(LIMIT_KEYS)})")
+            limits[name] = _coerce(_BY_KEY[f"limits.{name}"], value, origin)
+        return limits
+
+    def data_path(self, *parts: str) -> Path:
+        """:returns: a path under the data dir."""
+        return Path(self._values["storage.data_dir"]).joinpath(*parts)
+
+
+def _flatten(table: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in _BY_KEY:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Build the effective configuration.
+
+    :param path: a TOML file merged over the defaults (every key optional).
+    :param overrides: dotted keys from the command line (``None`` values are ignored).
+    :raises ConfigError: unreadable file, unknown key, or ill-typed value.
+    """
+    values = {s.key: s.default for s in SETTINGS}
+    sources = []
+    if path is not None:
+        try:
+            sources.append((str(path), _flatten(tomllib.loads(Path(path).read_text(encoding="utf-8")))))
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"{path}: {err}") from err
+    sources.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    for origin, table in sources:
+        for key, value in table.items():
+            if key.startswith("auth.") or key == "auth" or key.startswith("peers"):
+                continue  # later phases (SPEC §7, §10); accepted so configs can carry them
+            if key not in _BY_KEY:
+                raise ConfigError(f"{origin}: unknown setting {key!r}")
+            values[key] = _coerce(_BY_KEY[key], value, origin)
+    values["storage.data_dir"] = str(Path(values["storage.data_dir"]).resolve())
+    return Config(values)

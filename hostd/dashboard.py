@@ -1,0 +1,62 @@
+"""Pages for people: the dashboard (``/``) and ``/schema`` (JSON, or HTML with ``?f=html``)."""
+from __future__ import annotations
+
+import falcon
+import jinja2
+
+__all__ = ["make_templates", "DashboardResource", "SchemaResource", "schema_entries"]
+
+
+def make_templates() -> jinja2.Environment:
+    """:returns: the Jinja2 environment of hostd's own pages (autoescaped)."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("hostd", "templates"),
+                              autoescape=jinja2.select_autoescape(default=True))
+
+
+def schema_entries(snapshot) -> list[dict]:
+    """:returns: the ``/schema`` list: one entry per view and query name (aliases included)."""
+    entries = []
+    for endpoint in snapshot.endpoints(("view", "query")):
+        for name in [endpoint["name"], *endpoint.get("aliases", [])]:
+            entries.append({"class": endpoint["class"], "name": name, "module": endpoint["module"],
+                            "params": endpoint["params"], "category": endpoint["category"],
+                            "doc": endpoint["doc"]})
+    return entries
+
+
+class SchemaResource:
+    """``GET /schema``: every view and query with its parameters."""
+
+    def __init__(self, web, templates):
+        self._web = web
+        self._templates = templates
+
+    def on_get(self, req, resp):
+        entries = schema_entries(self._web.table.snapshot())
+        if req.get_param("f") == "html":
+            resp.content_type = falcon.MEDIA_HTML
+            resp.text = self._templates.get_template("schema.html").render(entries=entries)
+        else:
+            resp.media = entries
+
+
+class DashboardResource:
+    """``GET /``: modules, their state and their views, each view in its own frame."""
+
+    def __init__(self, web, templates):
+        self._web = web
+        self._templates = templates
+
+    def on_get(self, req, resp):
+        snapshot = self._web.table.snapshot()
+        modules = []
+        for name in sorted(snapshot.modules):
+            record = snapshot.modules[name]
+            endpoints = record.get("endpoints", [])
+            modules.append({"name": name, "state": record["state"], "restarts": record["restarts"],
+                            "description": (record.get("manifest") or {}).get("description", ""),
+                            "views": [e for e in endpoints if e["class"] == "view"],
+                            "queries": [e for e in endpoints if e["class"] == "query"],
+                            "handlers": [e for e in endpoints if e["class"] == "handler"]})
+        resp.content_type = falcon.MEDIA_HTML
+        resp.text = self._templates.get_template("dashboard.html").render(modules=modules)

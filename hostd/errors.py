@@ -1,0 +1,71 @@
+"""Mapping domain errors to HTTP, in one place."""
+from __future__ import annotations
+
+import logging
+
+import falcon
+
+from sandbox.errors import InsightsError
+
+__all__ = ["STATUS_BY_CODE", "BadEventBatch", "PayloadTooLarge", "Forbidden", "handle_insights_error",
+           "handle_unexpected"]
+
+log = logging.getLogger("insights.http")
+
+STATUS_BY_CODE = {
+    "bad_parameter": falcon.HTTP_400, "bad_event": falcon.HTTP_400, "not_found": falcon.HTTP_404,
+    "forbidden": falcon.HTTP_403, "too_large": falcon.HTTP_413,
+    "module_error": falcon.HTTP_500, "load_error": falcon.HTTP_500, "internal": falcon.HTTP_500,
+    "crashed": falcon.HTTP_502, "not_running": falcon.HTTP_503, "store_unavailable": falcon.HTTP_503,
+    "timeout": falcon.HTTP_504,
+}
+
+
+class BadEventBatch(InsightsError):
+    """An item of an event batch is not a JSON object; nothing of the batch is stored.
+
+    :param index: the item's position in the request (``None``: the whole body).
+    """
+
+    code = "bad_event"
+
+    def __init__(self, index, message: str):
+        where = "request body" if index is None else f"item {index}"
+        super().__init__(f"{where}: {message}")
+        self.index = index
+
+    def to_reply_fields(self) -> dict:
+        return {**super().to_reply_fields(), "index": self.index}
+
+
+class PayloadTooLarge(InsightsError):
+    """The request body is over ``limits.max_body_mb``."""
+
+    code = "too_large"
+
+
+class Forbidden(InsightsError):
+    """A signed URL is missing, bad or expired."""
+
+    code = "forbidden"
+
+
+def _error_body(err: InsightsError) -> dict:
+    return {"error": err.to_reply_fields()}
+
+
+def handle_insights_error(req, resp, err, params):
+    """Answer a domain error as JSON with its status (SPEC §6)."""
+    resp.status = STATUS_BY_CODE.get(err.code, falcon.HTTP_500)
+    resp.media = _error_body(err)
+
+
+def handle_unexpected(req, resp, err, params):
+    """A bug of hostd itself: log the traceback, answer 500 without it."""
+    if isinstance(err, falcon.HTTPError):
+        resp.status = err.status
+        resp.media = {"error": {"code": "http", "message": err.title + (f": {err.description}" if err.description else "")}}
+        return
+    log.error("unexpected error on %s %s", req.method, req.path, exc_info=err)
+    resp.status = falcon.HTTP_500
+    resp.media = {"error": {"code": "internal", "message": "internal error (see the hostd log)"}}

@@ -1,0 +1,361 @@
+"""The host: store, event log, sandboxes and the threads serving them, in one object.
+
+``hostd serve`` runs a :class:`Host` plus the web server; the module-author
+harness runs a :class:`Host` for one module. Two hosts can live in one process
+(nothing here is global), which keeps tests simple.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from sandbox.errors import ModuleLoadError
+from sandbox.loader import MODULE_NAME, read_manifest
+
+from . import store as storemod
+from .broker import Broker
+from .config import Config
+from .delivery import Delivery
+from .eventlog import Cursors, EventLog
+from .ingest import IngestThread
+from .modtable import Snapshot, write_table
+from .supervisor import ModuleSupervisor
+
+__all__ = ["HostPaths", "Host", "discover_modules", "module_fs_key"]
+
+log = logging.getLogger("insights.host")
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """Where a host keeps its files under the data dir."""
+
+    data: Path
+
+    @property
+    def run(self) -> Path:
+        """Private (0700) folder: module table, runtime file, sandbox specs."""
+        return self.data / "run"
+
+    @property
+    def ipc(self) -> Path:
+        """Private (0700) folder of the ipc:// sockets."""
+        return self.data / "ipc"
+
+    @property
+    def logs(self) -> Path:
+        """One log file per sandbox."""
+        return self.data / "logs"
+
+    def module_data(self, module: str) -> Path:
+        """A module's own folder (its ``fs`` lives in ``fs/`` there)."""
+        return self.data / "modules" / module
+
+    @property
+    def upcall_endpoint(self) -> str:
+        return f"ipc://{self.ipc / 'upcall.sock'}"
+
+    @property
+    def ingest_endpoint(self) -> str:
+        return f"ipc://{self.ipc / 'ingest.sock'}"
+
+    @property
+    def control_endpoint(self) -> str:
+        return f"ipc://{self.ipc / 'control.sock'}"
+
+    @property
+    def table_file(self) -> Path:
+        return self.run / "modules.json"
+
+    @property
+    def runtime_file(self) -> Path:
+        return self.run / "runtime.json"
+
+    def make(self) -> None:
+        """Create the folders with private modes."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        for folder in (self.run, self.ipc):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(folder, 0o700)
+        self.logs.mkdir(exist_ok=True)
+
+
+def discover_modules(paths) -> tuple[dict, dict]:
+    """Find module folders (``<dir>/<name>/__init__.py``) under each of ``paths``.
+
+    :returns: ``({name: folder}, {name: error})``; a name found twice is an error naming both.
+    """
+    found, errors = {}, {}
+    for base in paths:
+        base = Path(base)
+        if not base.is_dir():
+            log.warning("modules path %s is not a folder", base)
+            continue
+        for folder in sorted(base.iterdir()):
+            if not (folder / "__init__.py").is_file() or not MODULE_NAME.match(folder.name):
+                continue
+            if folder.name in found:
+                errors[folder.name] = f"module {folder.name!r} found twice: {found[folder.name]} and {folder}"
+                continue
+            found[folder.name] = folder.resolve()
+    return found, errors
+
+
+def module_fs_key(master: bytes, module: str) -> bytes:
+    """:returns: the key a module signs its file URLs with (derived, so it cannot sign for others)."""
+    return hmac.new(master, f"fs|{module}".encode(), hashlib.sha256).digest()
+
+
+def _secret(path: Path) -> bytes:
+    """Read a 32-byte secret from ``path``, creating it (0600) if absent."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(os.urandom(32).hex())
+        return bytes.fromhex(path.read_text().strip())
+
+
+class Host:
+    """Everything but the web server.
+
+    :param config: the effective :class:`~hostd.config.Config`.
+    :param modules: explicit ``{name: folder}``; default: discovered under ``modules.paths``.
+    """
+
+    def __init__(self, config: Config, modules: dict | None = None):
+        self.config = config
+        self.paths = HostPaths(Path(config["storage.data_dir"]))
+        self._explicit_modules = modules
+        self._supervisors: dict[str, ModuleSupervisor] = {}
+        self._table_lock = threading.Lock()
+        self._snapshot = Snapshot({})
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = None
+        self._store = None
+        self.store_url = None
+        self.client = None
+        self.dead_letter_coll = None
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        """Lock the data dir, start the store and the threads, spawn every sandbox."""
+        self.paths.make()
+        self._lock = storemod.DataDirLock(self.paths.data)
+        self._lock.acquire()
+        try:
+            self._start_store()
+            self.control_key = _secret(self.paths.run / "control.key")
+            self.fs_master_key = _secret(self.paths.data / "fs.key")
+            self.context = zmq.Context()
+            self.ingest = IngestThread(self.paths.ingest_endpoint, self.control_key, self.eventlog,
+                                       self._on_appended, self.context)
+            self.ingest.start()
+            self.ingest.wait_bound()
+            self.broker = Broker(self, self.context)
+            self.broker.start()
+            self.broker.wait_bound()
+            self._write_runtime()
+            self._create_supervisors()
+            for supervisor in self._supervisors.values():
+                if supervisor.state == "stopped":
+                    supervisor.start()
+            self.delivery = Delivery(self, self.context)
+            self.delivery.start()
+            self._monitor = threading.Thread(target=self._monitor_loop, name="insights-monitor",
+                                             daemon=True)
+            self._monitor.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_store(self) -> None:
+        url = self.config["storage.mongo_url"]
+        if not url:
+            self._store = storemod.EmbeddedStore(self.paths.data)
+            url = self._store.start()
+        self.store_url = url
+        self.client = storemod.connect(url)
+        db = self.client[storemod.HOST_DB_NAME]
+        self.eventlog = EventLog(db)
+        self.eventlog.ensure_indexes()
+        self.cursors = Cursors(db)
+        self.dead_letter_coll = db["dead_letters"]
+
+    def _write_runtime(self) -> None:
+        runtime = {"config": self.config.as_dict(), "table_file": str(self.paths.table_file),
+                   "ingest_endpoint": self.paths.ingest_endpoint,
+                   "control_endpoint": self.paths.control_endpoint,
+                   "control_key": self.control_key.hex(), "fs_master_key": self.fs_master_key.hex(),
+                   "store_url": self.store_url}
+        fd = os.open(self.paths.runtime_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(runtime, handle)
+
+    def _create_supervisors(self) -> None:
+        if self._explicit_modules is not None:
+            found, errors = dict(self._explicit_modules), {}
+        else:
+            found, errors = discover_modules(self.config["modules.paths"])
+        for name, folder in {**found, **{n: None for n in errors}}.items():
+            try:
+                manifest_limits = read_manifest(folder)["limits"] if folder else {}
+                limits = self.config.limits(manifest_limits, origin=f"{folder}/module.toml")
+            except (ModuleLoadError, ValueError) as err:
+                limits, errors[name] = self.config.limits(), str(err)
+            supervisor = ModuleSupervisor(name, folder or Path("."), limits, self.paths, self.config,
+                                          self.store_url, module_fs_key(self.fs_master_key, name),
+                                          self._dirty.set)
+            if name in errors:
+                supervisor.fail(errors[name])
+            self._supervisors[name] = supervisor
+        self.publish()
+
+    def stop(self) -> None:
+        """Stop sandboxes, threads and the store; release the data dir. Idempotent."""
+        self._stopping.set()
+        for attribute in ("delivery",):
+            thread = getattr(self, attribute, None)
+            if thread is not None:
+                thread.stop()
+                thread.join(10)
+        for supervisor in list(self._supervisors.values()):
+            supervisor.stop()
+        if self._supervisors:
+            self.publish()
+        for attribute in ("broker", "ingest"):
+            thread = getattr(self, attribute, None)
+            if thread is not None:
+                thread.stop()
+                thread.join(5)
+        if getattr(self, "context", None) is not None:
+            self.context.term()
+            self.context = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self._store is not None:
+            self._store.stop()
+            self._store = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _monitor_loop(self) -> None:
+        while not self._stopping.is_set():
+            for supervisor in list(self._supervisors.values()):
+                try:
+                    supervisor.tick()
+                except Exception:
+                    log.exception("supervising %s failed", supervisor.name)
+            if self._dirty.is_set():
+                self.publish()
+            self._stopping.wait(0.1)
+
+    # -- module table ----------------------------------------------------------
+    def publish(self) -> None:
+        """Write the module table for the other processes (and refresh our snapshot)."""
+        with self._table_lock:
+            self._dirty.clear()
+            table = {"modules": {name: s.record() for name, s in self._supervisors.items()},
+                     "published": time.time()}
+            self._snapshot = Snapshot(table)
+            write_table(self.paths.table_file, table)
+
+    def snapshot(self) -> Snapshot:
+        """:returns: the current table snapshot."""
+        return self._snapshot
+
+    def supervisor(self, name: str) -> ModuleSupervisor | None:
+        """:returns: the supervisor of module ``name``."""
+        return self._supervisors.get(name)
+
+    def current_record(self, name: str) -> dict | None:
+        """:returns: module ``name``'s up-to-date record."""
+        supervisor = self._supervisors.get(name)
+        return supervisor.record() if supervisor else None
+
+    def running_handlers(self):
+        """Yield ``(record, handler description)`` for every running module's handlers."""
+        for supervisor in list(self._supervisors.values()):
+            if supervisor.state != "running":
+                continue
+            record = supervisor.record()
+            for endpoint in record["endpoints"]:
+                if endpoint["class"] == "handler":
+                    yield record, endpoint
+
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        """Block until no module is starting or restarting. :returns: whether that happened."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if all(s.state not in ("starting", "restarting", "stopped") for s in self._supervisors.values()):
+                return True
+            time.sleep(0.02)
+        return False
+
+    # -- reports from sandboxes and threads ----------------------------------
+    def on_ready(self, module: str, pid: int, endpoints: list, manifest: dict) -> None:
+        """A sandbox loaded its module: check its names do not collide with another module's."""
+        supervisor = self._supervisors.get(module)
+        if supervisor is None:
+            return
+        ours = {(e["class"], n) for e in endpoints if e["class"] in ("view", "query")
+                for n in [e["name"], *e.get("aliases", [])]}
+        for other in self._supervisors.values():
+            if other is supervisor or not other.endpoints or other.state == "failed":
+                continue
+            theirs = {(e["class"], n) for e in other.endpoints
+                      for n in [e["name"], *e.get("aliases", [])]}
+            clash = sorted(ours & theirs)
+            if clash:
+                kind, name = clash[0]
+                supervisor.fail(f"{kind} {name!r} is defined by both module {other.name!r}"
+                                f" ({other.path}) and module {module!r} ({supervisor.path})")
+                return
+        supervisor.on_ready(pid, endpoints, manifest)
+
+    def _on_appended(self, seq: int) -> None:
+        delivery = getattr(self, "delivery", None)
+        if delivery is not None:
+            delivery.notify(seq)
+
+    def dead_letter(self, module: str, handler: str, doc: dict, error: str, attempts: int) -> None:
+        """Park an event a handler keeps failing on."""
+        self.dead_letter_coll.insert_one({"module": module, "handler": handler, "seq": doc["seq"],
+                                          "event": doc["event"], "error": error, "attempts": attempts,
+                                          "at": time.time()})
+        log.error("module %s: handler %s gave up on event seq %s: %s", module, handler, doc["seq"], error)
+
+    def module_status(self) -> dict:
+        """:returns: the ``/modules`` answer: each module's state, pid, errors and handler detail."""
+        head = self.eventlog.head()
+        out = {}
+        for name, supervisor in sorted(self._supervisors.items()):
+            record = supervisor.record()
+            handlers = {s.name: s.stats(head) for s in self.delivery.states(name)}
+            dead = list(self.dead_letter_coll.aggregate([{"$match": {"module": name}}, {"$count": "n"}]))
+            out[name] = {key: record[key] for key in ("state", "pid", "restarts", "last_error")}
+            out[name].update(lag=sum(h["lag"] for h in handlers.values()),
+                             handled=sum(h["handled"] for h in handlers.values()),
+                             dead_letters=dead[0]["n"] if dead else 0, handlers=handlers,
+                             crons={}, path=record["path"])
+        return out

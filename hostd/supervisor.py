@@ -1,0 +1,236 @@
+"""Supervising one module's sandbox process.
+
+States (SPEC §6) and their transitions::
+
+    stopped -> starting          start()
+    starting -> running          the sandbox reported ready
+    starting/running -> restarting   the process died (or did not get ready in time)
+    restarting -> crashloop      too many quick deaths in a row (still retried, slowly)
+    restarting/crashloop -> starting when the backoff delay has passed
+    starting -> failed           the module could not be loaded (not restarted)
+    any -> stopped               stop()
+
+The supervisor never blocks: :meth:`tick` is called periodically by the host's
+monitor thread, and ``on_*`` methods by the broker thread when a sandbox reports.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from sandbox import protocol
+
+__all__ = ["ModuleSupervisor"]
+
+log = logging.getLogger("insights.supervisor")
+
+
+def _sandbox_pythonpath() -> str:
+    import sandbox
+    root = str(Path(sandbox.__file__).resolve().parents[1])
+    existing = os.environ.get("PYTHONPATH")
+    return root if not existing else f"{root}{os.pathsep}{existing}"
+
+
+class ModuleSupervisor:
+    """Starts, watches and restarts the sandbox of one module.
+
+    :param name: the module's name.
+    :param path: its folder.
+    :param limits: its effective ``limits.*`` settings.
+    :param paths: the host's :class:`hostd.host.HostPaths`.
+    :param settings: the host's config.
+    :param store_url: MongoDB URL the sandbox uses for ``db``.
+    :param fs_key: the module's key for signing file URLs.
+    :param on_change: called (without arguments) after every state change.
+    """
+
+    def __init__(self, name, path, limits, paths, settings, store_url, fs_key: bytes, on_change):
+        self.name = name
+        self.path = Path(path)
+        self.limits = limits
+        self._paths = paths
+        self._settings = settings
+        self._store_url = store_url
+        self._fs_key = fs_key
+        self._on_change = on_change
+        self.key = protocol.new_key()
+        self.state = "stopped"
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.endpoints: list = []
+        self.manifest: dict = {}
+        self.started_at: float | None = None
+        self.ready_at: float | None = None
+        self._quick_deaths = 0
+        self._next_start = 0.0
+        self._lock = threading.RLock()
+
+    # -- what others see -----------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        """The sandbox's pid while it runs."""
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
+    @property
+    def call_endpoint(self) -> str:
+        """The sandbox's ``call`` socket."""
+        return f"ipc://{self._paths.ipc / (self.name + '.call')}"
+
+    def record(self) -> dict:
+        """:returns: this module's entry of the module table."""
+        with self._lock:
+            return {"name": self.name, "path": str(self.path), "state": self.state, "pid": self.pid,
+                    "restarts": self.restarts, "last_error": self.last_error,
+                    "started_at": self.started_at, "call_endpoint": self.call_endpoint,
+                    "key": self.key.hex(), "endpoints": self.endpoints, "manifest": self.manifest,
+                    "limits": self.limits}
+
+    # -- transitions ---------------------------------------------------------
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            log.info("module %s: %s -> %s", self.name, self.state, state)
+            self.state = state
+        self._on_change()
+
+    def _spec(self) -> dict:
+        data = self._paths.module_data(self.name)
+        return {
+            "module": self.name, "module_dir": str(self.path), "key": self.key.hex(),
+            "call_endpoint": self.call_endpoint, "upcall_endpoint": self._paths.upcall_endpoint,
+            "store_url": self._store_url, "db_name": f"mod_{self.name}",
+            "fs_root": str(data / "fs"), "fs_key": self._fs_key.hex(),
+            "parent_pid": os.getpid(), "log_level": self._settings["logging.level"],
+            "call_timeout_s": self.limits["call_timeout_s"],
+        }
+
+    def start(self) -> None:
+        """Spawn the sandbox (a fresh interpreter running ``python -m sandbox``)."""
+        with self._lock:
+            if self.process is not None and self.process.poll() is None:
+                return
+            spec_path = self._paths.run / f"{self.name}.spec.json"
+            fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self._spec(), handle)
+            data = self._paths.module_data(self.name)
+            data.mkdir(parents=True, exist_ok=True)
+            env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "LANG", "LC_", "PATH", "HOME", "TZ"))}
+            env.update(PYTHONPATH=_sandbox_pythonpath(), MALLOC_ARENA_MAX="2",
+                       OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1",
+                       MPLCONFIGDIR=str(data / "mpl"))
+            log_file = open(self._paths.logs / f"{self.name}.log", "ab")
+            try:
+                # A -> starting
+                self.process = subprocess.Popen([sys.executable, "-m", "sandbox", str(spec_path)],
+                                                stdin=subprocess.DEVNULL, stdout=log_file,
+                                                stderr=subprocess.STDOUT, cwd=data, env=env,
+                                                close_fds=True)
+            finally:
+                log_file.close()
+            self.started_at = time.time()
+            self.ready_at = None
+            self._set_state("starting")
+
+    def on_ready(self, pid: int, endpoints: list, manifest: dict) -> bool:
+        """The sandbox loaded its module. :returns: False if the report is stale."""
+        with self._lock:
+            if self.pid != pid or self.state != "starting":
+                return False
+            self.endpoints, self.manifest = endpoints, manifest
+            self.ready_at = time.time()
+            self._set_state("running")  # starting -> running
+            return True
+
+    def on_load_failed(self, text: str) -> None:
+        """The module could not be loaded: remember why; :meth:`tick` marks it failed."""
+        with self._lock:
+            self.last_error = text
+
+    def fail(self, reason: str) -> None:
+        """Stop the sandbox and mark the module failed (e.g. an endpoint name collision)."""
+        with self._lock:
+            self.last_error = reason
+            self._kill()
+            self._set_state("failed")  # any -> failed
+
+    def on_error(self, text: str) -> None:
+        """A module function raised: keep its traceback for ``/modules``."""
+        with self._lock:
+            self.last_error = text
+            self._on_change()
+
+    def tick(self, now: float | None = None) -> None:
+        """Notice deaths, start timeouts and due restarts."""
+        now = time.time() if now is None else now
+        with self._lock:
+            if self.state in ("stopped", "failed"):
+                return
+            if self.state in ("restarting", "crashloop"):
+                if now >= self._next_start:
+                    self.start()  # restarting/crashloop -> starting
+                return
+            status = self.process.poll() if self.process is not None else -1
+            if status is None:
+                if self.state == "starting" and now - self.started_at > self.limits["start_timeout_s"]:
+                    self.last_error = f"not ready after {self.limits['start_timeout_s']:g} s"
+                    self._kill()
+                    self._died(now)
+                return
+            if status == protocol.EXIT_LOAD_FAILED:
+                self.process = None
+                self._set_state("failed")  # starting -> failed
+                return
+            log.warning("module %s: sandbox exited with status %s", self.name, status)
+            if self.last_error is None or self.state == "running":
+                self.last_error = f"sandbox process exited with status {status}"
+            self._died(now)
+
+    def _died(self, now: float) -> None:
+        uptime = now - (self.ready_at or now)
+        if self.ready_at is not None and uptime >= self._settings["supervisor.stable_after_s"]:
+            self._quick_deaths = 0
+        self._quick_deaths += 1
+        self.restarts += 1
+        delay = min(self._settings["supervisor.backoff_initial_s"] * 2 ** (self._quick_deaths - 1),
+                    self._settings["supervisor.backoff_max_s"])
+        self._next_start = now + delay
+        self.process = None
+        crashloop = self._quick_deaths >= self._settings["supervisor.crashloop_restarts"]
+        self._set_state("crashloop" if crashloop else "restarting")
+
+    def kill_for_timeout(self, reason: str) -> None:
+        """A call exceeded its deadline: kill the sandbox; :meth:`tick` restarts it."""
+        with self._lock:
+            if self.state == "running":
+                self.last_error = reason
+                self._kill(graceful=False)
+
+    def _kill(self, graceful: bool = True, timeout_s: float = 3.0) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        if graceful:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        process.kill()
+        process.wait()
+
+    def stop(self) -> None:
+        """Stop the sandbox (SIGTERM, then SIGKILL) and mark the module stopped."""
+        with self._lock:
+            self._kill()
+            self.process = None
+            self._set_state("stopped")  # any -> stopped

@@ -1,0 +1,88 @@
+"""Domain errors shared by hostd and sandboxes.
+
+Each error has a ``code`` that travels in protocol error replies; hostd maps
+codes to HTTP statuses in one place (:mod:`hostd.errors`).
+"""
+from __future__ import annotations
+
+__all__ = [
+    "InsightsError", "ModuleLoadError", "BadParameter", "EndpointNotFound",
+    "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning",
+    "error_from_reply",
+]
+
+
+class InsightsError(Exception):
+    """Base of every domain error."""
+
+    code = "internal"
+
+    def to_reply_fields(self) -> dict:
+        """:returns: the ``error`` map of a protocol reply."""
+        return {"code": self.code, "message": str(self)}
+
+
+class ModuleLoadError(InsightsError):
+    """A module folder cannot be loaded (bad name, bad signature, collision...)."""
+
+    code = "load_error"
+
+
+class BadParameter(InsightsError):
+    """A request parameter is missing or cannot be converted.
+
+    :param param: the parameter's name.
+    :param message: what is wrong with it.
+    """
+
+    code = "bad_parameter"
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"parameter {param!r}: {message}")
+        self.param = param
+
+    def to_reply_fields(self) -> dict:
+        return {**super().to_reply_fields(), "param": self.param}
+
+
+class EndpointNotFound(InsightsError):
+    """No view or query of that name."""
+
+    code = "not_found"
+
+
+class ModuleRaised(InsightsError):
+    """The module's function raised; the traceback stays in the log and ``/modules``."""
+
+    code = "module_error"
+
+
+class ModuleTimeout(InsightsError):
+    """The call did not finish before its deadline."""
+
+    code = "timeout"
+
+
+class ModuleCrashed(InsightsError):
+    """The module's process died during the call."""
+
+    code = "crashed"
+
+
+class ModuleNotRunning(InsightsError):
+    """The module exists but its sandbox is not running."""
+
+    code = "not_running"
+
+
+_BY_CODE = {cls.code: cls for cls in (ModuleLoadError, EndpointNotFound, ModuleRaised,
+                                      ModuleTimeout, ModuleCrashed, ModuleNotRunning)}
+
+
+def error_from_reply(error: dict) -> InsightsError:
+    """Rebuild the domain error described by a protocol reply's ``error`` map."""
+    if error.get("code") == "bad_parameter":
+        exc = BadParameter(error.get("param", "?"), "")
+        exc.args = (error.get("message", ""),)
+        return exc
+    return _BY_CODE.get(error.get("code"), InsightsError)(error.get("message", ""))

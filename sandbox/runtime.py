@@ -1,0 +1,269 @@
+"""The sandbox process: one module, served over ZeroMQ.
+
+Started as ``python -m sandbox SPEC_FILE`` by hostd (or the harness). The spec
+file (JSON, mode 0600) carries the module's folder, the ipc endpoints, the
+channel key, the store URL and the file-store folder and key; the key never
+appears in argv or the environment.
+
+Life of a sandbox: read the spec; connect to hostd's upcall socket; load the
+module (on failure: send ``load_failed`` with the traceback and exit with
+:data:`~sandbox.protocol.EXIT_LOAD_FAILED`); bind the call socket; send
+``ready`` with the endpoint descriptions; then serve requests until SIGTERM or
+until hostd disappears. A message that fails to verify is logged and dropped; a
+module exception becomes an error reply and the loop goes on.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+
+import zmq
+
+from . import protocol
+from .cache import Cache
+from .errors import BadParameter, EndpointNotFound, InsightsError, ModuleTimeout
+from .events import Event
+from .filestore import FileStore
+from .injection import bind
+from .loader import load_module
+from .upcalls import EndpointProxy, Upcaller
+
+__all__ = ["ModuleRuntime", "run", "main"]
+
+log = logging.getLogger("insights.sandbox")
+
+
+class ModuleRuntime:
+    """Calls a loaded module's endpoints with their injected services.
+
+    :param loaded: the :class:`~sandbox.loader.LoadedModule`.
+    :param spec: the sandbox spec (store URL, fs root and key...).
+    :param upcaller: the :class:`~sandbox.upcalls.Upcaller` (proxies, emit, error reports).
+    """
+
+    def __init__(self, loaded, spec: dict, upcaller: Upcaller):
+        self.loaded = loaded
+        self._spec = spec
+        self._upcaller = upcaller
+        self._db = None
+        self._fs = None
+        self.cache = Cache()
+        self.log = logging.getLogger(f"insights.module.{loaded.name}")
+        self.query = EndpointProxy(upcaller, "query", self.call_local)
+        self.view = EndpointProxy(upcaller, "view", self.call_local)
+
+    # -- injected services ---------------------------------------------------
+    @property
+    def db(self):
+        """The module's own database, connected on first use."""
+        if self._db is None:
+            import pymongo  # imported here: modules that never use the store do not pay for it
+            client = pymongo.MongoClient(self._spec["store_url"], serverSelectionTimeoutMS=10000,
+                                         connect=False)
+            self._db = client[self._spec["db_name"]]
+        return self._db
+
+    @property
+    def fs(self) -> FileStore:
+        """The module's file store."""
+        if self._fs is None:
+            self._fs = FileStore(self._spec["fs_root"], self.loaded.name,
+                                 bytes.fromhex(self._spec["fs_key"]))
+        return self._fs
+
+    def emit(self, event) -> list:
+        """Put new events (a dict or a list of dicts) into the stream.
+
+        :returns: the identities of the events.
+        """
+        events = event if isinstance(event, list) else [event]
+        if not all(isinstance(e, dict) for e in events):
+            raise TypeError("emit() takes an event dict or a list of them")
+        return self._upcaller.call("emit", events=events)
+
+    def service(self, name: str):
+        """:returns: the injected object called ``name``."""
+        if name == "emit":
+            return self.emit
+        return getattr(self, name)
+
+    # -- calls ---------------------------------------------------------------
+    def call_local(self, kind: str, name: str, params: dict):
+        """Call this module's own endpoint without a round trip (used by the proxies).
+
+        :raises LookupError: this module has no such endpoint.
+        """
+        endpoint = self.loaded.endpoint(kind, name)
+        if endpoint is None:
+            raise LookupError(name)
+        return self.invoke(endpoint, params)
+
+    def invoke(self, endpoint, params: dict, events=None):
+        """Call one endpoint with converted parameters and injected services."""
+        def services(service_name):
+            if service_name == "events":
+                return events or []
+            return self.service(service_name)
+        result = endpoint.func(**bind(endpoint.signature, params, services))
+        if endpoint.spec.kind == "view" and not isinstance(result, str):
+            raise TypeError(f"view {endpoint.name!r} returned {type(result).__name__}, not str")
+        return result
+
+    def call(self, message: dict):
+        """Answer a ``call_request`` (the dispatch-table entry)."""
+        kind, name = message.get("kind"), message.get("name")
+        endpoint = self.loaded.endpoint(kind, name)
+        if endpoint is None:
+            raise EndpointNotFound(f"module {self.loaded.name!r} has no {kind} {name!r}")
+        events = None
+        if kind == "handler":
+            events = [Event(item.get("event", {}), item.get("meta")) for item in message.get("events", [])]
+        result = self.invoke(endpoint, message.get("params") or {}, events)
+        return None if kind == "handler" else result
+
+
+class _Server:
+    """The request loop: a dispatch table over verified messages."""
+
+    def __init__(self, spec: dict, context: zmq.Context):
+        self.spec = spec
+        self.signer = protocol.Signer(bytes.fromhex(spec["key"]))
+        self.upcall_socket = context.socket(zmq.DEALER)
+        self.upcall_socket.setsockopt(zmq.LINGER, 2000)
+        self.upcall_socket.setsockopt(zmq.ROUTING_ID, spec["module"].encode())
+        self.upcall_socket.connect(spec["upcall_endpoint"])
+        self.call_socket = context.socket(zmq.ROUTER)
+        self.call_socket.setsockopt(zmq.LINGER, 0)
+        self.upcaller = Upcaller(self.upcall_socket, self.signer, self.call_socket, self.serve_one,
+                                 spec.get("call_timeout_s", 30.0))
+        self.runtime = None
+        self.dropped = 0
+        self.stopping = False
+        self.dispatch = {"call_request": self._on_call, "ping_request": self._on_ping}
+
+    def _on_ping(self, message):
+        return protocol.reply_ok(message, {"pid": os.getpid()})
+
+    def _on_call(self, message):
+        if message.get("deadline", float("inf")) < time.time():
+            return protocol.reply_error(message, ModuleTimeout.code, "deadline passed before the call started")
+        try:
+            return protocol.reply_ok(message, self.runtime.call(message))
+        except (BadParameter, EndpointNotFound) as err:
+            return protocol.reply_error(message, **err.to_reply_fields())
+        except InsightsError as err:  # a cross-module call failed: report it as ours
+            return self._module_raised(message, err)
+        except Exception as err:
+            return self._module_raised(message, err)
+
+    def _module_raised(self, message, err):
+        text = traceback.format_exc()
+        where = f"{message.get('kind')} {message.get('name')}"
+        log.error("module %s: %s raised\n%s", self.spec["module"], where, text)
+        self.upcaller.notify("error_report", module=self.spec["module"], endpoint=where, traceback=text)
+        return protocol.reply_error(message, "module_error",
+                                    f"{where} of module {self.spec['module']!r} raised {type(err).__name__}")
+
+    def serve_one(self) -> None:
+        """Receive, verify and answer one request (never raises for bad input)."""
+        try:
+            frames = self.call_socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        identity, body = protocol.split_envelope(frames)
+        try:
+            message = self.signer.unpack(body)
+        except protocol.ProtocolError as err:
+            self.dropped += 1
+            log.warning("dropped a message: %s", err)
+            return
+        handler = self.dispatch.get(message.get("type"))
+        if handler is None:
+            self.dropped += 1
+            log.warning("dropped a message of unknown type %r", message.get("type"))
+            return
+        reply = handler(message)
+        try:
+            self.call_socket.send_multipart(identity + self.signer.pack(reply))
+        except TypeError as err:  # a result msgpack cannot carry
+            error = protocol.reply_error(message, "module_error", f"result cannot be sent: {err}")
+            self.call_socket.send_multipart(identity + self.signer.pack(error))
+
+    def load(self) -> bool:
+        """Load the module; report ``ready`` or ``load_failed``."""
+        try:
+            loaded = load_module(self.spec["module_dir"])
+        except BaseException as err:  # noqa: B036 - SystemExit at import is a load failure too
+            text = "".join(traceback.format_exception(err))
+            log.error("module %s failed to load\n%s", self.spec["module"], text)
+            self.upcaller.notify("load_failed", module=self.spec["module"], traceback=text)
+            return False
+        self.runtime = ModuleRuntime(loaded, self.spec, self.upcaller)
+        self.call_socket.bind(self.spec["call_endpoint"])
+        self.upcaller.notify("ready", module=loaded.name, pid=os.getpid(), endpoints=loaded.describe(),
+                             manifest=loaded.manifest.get("module", {}))
+        return True
+
+    def serve_forever(self) -> None:
+        """Serve until SIGTERM or until the parent process is gone."""
+        poller = zmq.Poller()
+        poller.register(self.call_socket, zmq.POLLIN)
+        parent = self.spec.get("parent_pid")
+        while not self.stopping:
+            if poller.poll(500):
+                self.serve_one()
+            if parent and os.getppid() != parent:
+                log.warning("hostd is gone; exiting")
+                return
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when the spawning thread of hostd exits (Linux)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def run(spec: dict) -> int:
+    """Run one sandbox with ``spec``; :returns: the exit status."""
+    _die_with_parent()
+    if spec.get("parent_pid") and os.getppid() != spec["parent_pid"]:
+        return 1
+    logging.basicConfig(level=spec.get("log_level", "INFO"),
+                        format=f"%(asctime)s sandbox[{spec['module']}:%(process)d] %(levelname)s %(name)s: %(message)s")
+    for path in spec.get("sys_path", []):
+        if path not in sys.path:
+            sys.path.append(path)
+    context = zmq.Context()
+    server = _Server(spec, context)
+
+    def stop(signum, frame):
+        server.stopping = True
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        if not server.load():
+            return protocol.EXIT_LOAD_FAILED
+        server.serve_forever()
+        return 0
+    finally:
+        server.call_socket.close(0)
+        server.upcall_socket.close(2000)
+        context.term()
+
+
+def main(argv=None) -> int:
+    """Entry point: ``python -m sandbox SPEC_FILE``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m sandbox SPEC_FILE", file=sys.stderr)
+        return 2
+    with open(argv[0], encoding="utf-8") as handle:
+        spec = json.load(handle)
+    return run(spec)

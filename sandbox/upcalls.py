@@ -1,0 +1,110 @@
+"""Calls from a sandbox to hostd: cross-module ``query``/``view`` proxies and ``emit``.
+
+The sandbox is single-threaded. While it waits for an upcall's reply it keeps
+serving requests that arrive on its own call socket (``serve_one``), so a view
+that calls a query of its own module, or module A calling B calling A, cannot
+deadlock.
+"""
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from . import protocol
+from .errors import ModuleTimeout, error_from_reply
+
+__all__ = ["Upcaller", "EndpointProxy"]
+
+
+class Upcaller:
+    """Sends requests to hostd's upcall socket and waits for their replies.
+
+    :param socket: a DEALER connected to hostd's upcall ROUTER.
+    :param signer: the channel's :class:`~sandbox.protocol.Signer`.
+    :param server: the sandbox's own call socket, served while waiting (or None).
+    :param serve_one: callable serving one message from ``server``.
+    :param default_timeout_s: deadline of calls made without one.
+    """
+
+    def __init__(self, socket, signer, server=None, serve_one=None, default_timeout_s=30.0):
+        self._socket = socket
+        self._signer = signer
+        self._server = server
+        self._serve_one = serve_one
+        self._timeout = default_timeout_s
+        self._replies: dict = {}
+        self._poller = zmq.Poller()
+        self._poller.register(socket, zmq.POLLIN)
+        if server is not None:
+            self._poller.register(server, zmq.POLLIN)
+
+    def notify(self, kind: str, **fields) -> None:
+        """Send a one-way message (``ready``, ``error_report``...)."""
+        self._socket.send_multipart(self._signer.pack(protocol.notification(kind, **fields)))
+
+    def call(self, verb: str, timeout_s: float | None = None, **fields):
+        """Send ``<verb>_request`` and return its result.
+
+        :raises ModuleTimeout: no reply before the deadline.
+        :raises InsightsError: the error hostd or the other module answered.
+        """
+        message = protocol.request(verb, timeout_s or self._timeout, **fields)
+        self._socket.send_multipart(self._signer.pack(message))
+        request_id, deadline = message["id"], message["deadline"]
+        while request_id not in self._replies:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise ModuleTimeout(f"{verb} {fields.get('name', '')!s} did not answer in time")
+            for sock, _ in self._poller.poll(min(remaining, 1.0) * 1000):
+                if sock is self._socket:
+                    self._receive()
+                elif self._serve_one is not None:
+                    self._serve_one()
+        reply = self._replies.pop(request_id)
+        if reply.get("ok"):
+            return reply.get("result")
+        raise error_from_reply(reply.get("error") or {})
+
+    def _receive(self) -> None:
+        try:
+            reply = self._signer.unpack(self._socket.recv_multipart(zmq.NOBLOCK))
+        except (zmq.Again, protocol.ProtocolError):
+            return
+        self._replies[reply.get("id")] = reply
+        if len(self._replies) > 1000:  # replies nobody waits for any more (timed out)
+            for stale in sorted(self._replies)[:500]:
+                self._replies.pop(stale, None)
+
+
+class EndpointProxy:
+    """``query.get_grades(course="x")``: calls any module's query (or view) through hostd.
+
+    :param upcaller: the sandbox's :class:`Upcaller`.
+    :param kind: ``"query"`` or ``"view"``.
+    :param local: callable ``local(kind, name, params)`` answering for this very
+        module without a round trip, or raising ``LookupError`` if it has no such endpoint.
+    """
+
+    def __init__(self, upcaller: Upcaller, kind: str, local=None):
+        self._upcaller = upcaller
+        self._kind = kind
+        self._local = local
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(**params):
+            if self._local is not None:
+                try:
+                    return self._local(self._kind, name, params)
+                except LookupError:
+                    pass
+            return self._upcaller.call("call", kind=self._kind, name=name, params=params)
+        call.__name__ = name
+        return call
+
+    def __call__(self, name, **params):
+        """``query("get_grades", course="x")`` for names that are not identifiers."""
+        return getattr(self, name)(**params)

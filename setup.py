@@ -1,0 +1,44 @@
+"""Packaging for Insights: the ``hostd`` daemon and the ``sandbox`` module runtime."""
+from setuptools import find_packages, setup
+
+setup(
+    name="insights",
+    version="0.1.0",
+    description="A runtime for small, pluggable learning-analytics modules fed by streaming events",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="AGPL-3.0-or-later",
+    python_requires=">=3.11",
+    packages=find_packages(include=["hostd", "hostd.*", "sandbox", "sandbox.*"]),
+    include_package_data=True,
+    package_data={"hostd": ["templates/*.html"]},
+    install_requires=[
+        "pluggy>=1.5,<2",
+        "falcon>=4.0,<5",
+        "gunicorn>=23,<28",
+        "pymongo>=4.9,<5",
+        "msgpack>=1.0.8,<2",
+        "pyzmq>=26,<28",
+        "numpy>=1.26,<3",
+        "nx-27017==0.8.1",
+        "click>=8.1,<9",
+        "Jinja2>=3.1,<4",
+        "matplotlib>=3.8,<4",
+        "psutil>=5.9,<8",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "pytest-timeout>=2.3,<3",
+            "requests>=2.31,<3",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["hostd = hostd.cli:main"],
+        "pytest11": ["insights = sandbox.pytest_plugin"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "License :: OSI Approved :: GNU Affero General Public License v3 or later (AGPLv3+)",
+    ],
+)
