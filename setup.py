@@ -25,6 +25,7 @@ setup(
         "Jinja2>=3.1,<4",
         "matplotlib>=3.8,<4",
         "psutil>=5.9,<8",
+        "mongoquery>=1.4,<2",
     ],
     extras_require={
         "test": [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import math
 import os
 import signal
 import socket
@@ -61,7 +62,7 @@ class Daemon:
         timeout = int(max(host.config["limits.call_timeout_s"], host.config["limits.realtime_timeout_s"]) + 30)
         command = [sys.executable, "-m", "gunicorn", "--bind", f"{self.config['server.bind']}:{self.port}",
                    "--workers", str(self.config["server.workers"]), "--worker-class", "sync",
-                   "--graceful-timeout", str(self.config["server.graceful_timeout_s"]),
+                   "--graceful-timeout", str(math.ceil(self.config["server.graceful_timeout_s"])),
                    "--timeout", str(timeout), "--log-level", "warning", "--error-logfile", "-",
                    "hostd.wsgi:application"]
         # stopped -> starting (web)

@@ -61,7 +61,8 @@ def events_from_body(body: bytes, content_type: str) -> list[dict]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadEventBatch(None, "body is not UTF-8") from None
-    if content_type == "application/x-www-form-urlencoded":
+    looks_like_json = text.lstrip()[:1] in ("{", "[", '"')
+    if content_type == "application/x-www-form-urlencoded" and not looks_like_json:
         return events_from_form({k: v for k, v in parse_qs(text, keep_blank_values=True).items()})
     try:
         document = json.loads(text)

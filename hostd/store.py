@@ -132,12 +132,13 @@ class EmbeddedStore:
         self._kill_stale()
         for _ in range(3):
             port = _free_port(self._host)
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "nx_27017.nx_27017", "--data-dir", str(self._dir / "db"),
-                 "--host", self._host, "-p", str(port), "--pid-file", str(self._dir / "nx.pid"),
-                 "--log-file", str(self._dir / "nx.log")],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self._dir / "nx.err", "ab"),
-                start_new_session=True, preexec_fn=_pdeathsig)
+            with open(self._dir / "nx.err", "ab") as errors:  # the child keeps its own copy
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "nx_27017.nx_27017", "--data-dir", str(self._dir / "db"),
+                     "--host", self._host, "-p", str(port), "--pid-file", str(self._dir / "nx.pid"),
+                     "--log-file", str(self._dir / "nx.log")],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                    start_new_session=True, preexec_fn=_pdeathsig)
             url = f"mongodb://{self._host}:{port}/"
             if self._wait(url):
                 self._url = url

@@ -93,15 +93,13 @@ class ModuleRuntime:
         return getattr(self, name)
 
     # -- calls ---------------------------------------------------------------
-    def call_local(self, kind: str, name: str, params: dict):
-        """Call this module's own endpoint without a round trip (used by the proxies).
-
-        :raises LookupError: this module has no such endpoint.
-        """
+    def call_local(self, kind: str, name: str):
+        """:returns: a function calling this module's own endpoint without a round trip
+            (used by the proxies), or ``None`` when this module has no such endpoint."""
         endpoint = self.loaded.endpoint(kind, name)
         if endpoint is None:
-            raise LookupError(name)
-        return self.invoke(endpoint, params)
+            return None
+        return lambda **params: self.invoke(endpoint, params)
 
     def invoke(self, endpoint, params: dict, events=None):
         """Call one endpoint with converted parameters and injected services."""

@@ -82,8 +82,8 @@ class EndpointProxy:
 
     :param upcaller: the sandbox's :class:`Upcaller`.
     :param kind: ``"query"`` or ``"view"``.
-    :param local: callable ``local(kind, name, params)`` answering for this very
-        module without a round trip, or raising ``LookupError`` if it has no such endpoint.
+    :param local: callable ``local(kind, name)`` returning a function that answers for
+        this very module without a round trip, or ``None`` if it has no such endpoint.
     """
 
     def __init__(self, upcaller: Upcaller, kind: str, local=None):
@@ -95,12 +95,11 @@ class EndpointProxy:
         if name.startswith("_"):
             raise AttributeError(name)
 
+        local = self._local(self._kind, name) if self._local is not None else None
+        if local is not None:
+            return local
+
         def call(**params):
-            if self._local is not None:
-                try:
-                    return self._local(self._kind, name, params)
-                except LookupError:
-                    pass
             return self._upcaller.call("call", kind=self._kind, name=name, params=params)
         call.__name__ = name
         return call
