@@ -1,7 +1,23 @@
-"""Storage bootstrap: the data-dir lock, the embedded nx-27017 store, connections."""
+"""Storage bootstrap: the data-dir lock, the embedded nx-27017 store, client connections.
+
+The embedded store is `nx-27017 <https://pypi.org/project/nx-27017/>`_ (pinned 0.8.1), a
+MongoDB wire-protocol server over SQLite, run as a child process of hostd. See
+``EMBEDDED_STORE.md`` for the subset of MongoDB the project may rely on with it.
+
+Layout under the data dir::
+
+    <data_dir>/hostd.lock       exclusive flock held by the running daemon (contains its pid)
+    <data_dir>/store.url        mongodb:// URL of the running embedded store (mode 0600)
+    <data_dir>/store/db/        one SQLite file per database (``<db>.db``)
+    <data_dir>/store/nx.pid     pid of the running nx-27017 server
+    <data_dir>/store/nx.log     its log
+    <data_dir>/store/nx.stderr  its stdout/stderr of the current run (start-up tracebacks)
+
+Importing this module has no side effects.
+"""
 from __future__ import annotations
 
-import ctypes
+import errno
 import fcntl
 import os
 import re
@@ -14,192 +30,518 @@ from pathlib import Path
 
 import psutil
 import pymongo
+import pymongo.errors
 
-__all__ = ["DataDirLocked", "StoreStartError", "DataDirLock", "EmbeddedStore", "store_url_path",
-           "connect", "module_db_name", "HOST_DB_NAME"]
+__all__ = [
+    "DataDirLocked",
+    "StoreStartError",
+    "DataDirLock",
+    "EmbeddedStore",
+    "store_url_path",
+    "connect",
+    "module_db_name",
+    "HOST_DB_NAME",
+]
 
+#: hostd's own database (event log, cursors, dead letters, ...).
 HOST_DB_NAME = "insights"
-_DB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+_MODULE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_DB_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_MODULE_DB_PREFIX = "mod_"
+
+_LOCK_FILE = "hostd.lock"
+_URL_FILE = "store.url"
+_STORE_DIR = "store"
+
+_POLL_S = 0.025               # readiness poll interval (a TCP connect probe)
+_BIND_ATTEMPTS = 5            # fresh ports tried when nx cannot bind
+_STALE_KILL_TIMEOUT_S = 5.0
+_LOG_TAIL_LINES = 40
+
+# Run by the child interpreter instead of ``python -m nx_27017`` (the package has no
+# ``__main__``); argv[1] is hostd's pid, the rest goes to nx-27017's own CLI.
+#
+# * PR_SET_PDEATHSIG (prctl option 1) makes the kernel SIGKILL the server when the thread
+#   that spawned it dies (hostd crash, kill -9). It is set here in the child rather than in
+#   a preexec_fn, which is not safe in a multi-threaded parent; the getppid() check closes
+#   the window in which hostd could have died before the prctl() call.
+# * A root NullHandler turns nx's logging.basicConfig() into a no-op, so it logs only to
+#   --log-file (not to stderr as well); stderr keeps uncaught tracebacks.
+# * nx logs every generic command (ping, drop, ...) with its arguments at INFO, and
+#   asyncio logs a traceback for each open connection when SIGTERM's sys.exit() lands in a
+#   client callback: both are filtered out.
+_BOOTSTRAP = """\
+import ctypes, logging, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+if os.getppid() != int(sys.argv[1]):
+    os._exit(70)
+logging.getLogger().addHandler(logging.NullHandler())
+logging.getLogger().setLevel(logging.INFO)
+
+def _quiet_commands(record):
+    return record.levelno > logging.INFO or not str(record.msg).startswith(
+        ("Calling db.command", "NeoSQLite returned"))
+
+def _quiet_shutdown(record):
+    exc = record.exc_info[1] if record.exc_info else None
+    while exc is not None:
+        if isinstance(exc, SystemExit):
+            return False
+        exc = exc.__context__
+    return True
+
+logging.getLogger("nx_27017").addFilter(_quiet_commands)
+logging.getLogger("asyncio").addFilter(_quiet_shutdown)
+from nx_27017.nx_27017 import main
+sys.argv = ["nx_27017"] + sys.argv[2:]
+sys.exit(main())
+"""
 
 
 class DataDirLocked(RuntimeError):
-    """Another daemon holds the data dir."""
+    """Another daemon holds the data dir (its ``hostd.lock`` is locked)."""
 
 
 class StoreStartError(RuntimeError):
-    """nx-27017 did not come up."""
+    """The embedded nx-27017 server did not come up. The message ends with the tail of its log."""
 
 
-def store_url_path(data_dir) -> Path:
-    """:returns: ``<data_dir>/store.url``."""
-    return Path(data_dir) / "store.url"
+def store_url_path(data_dir: str | os.PathLike) -> Path:
+    """Path of the file holding the URL of the running embedded store.
+
+    :param data_dir: the hostd data dir.
+    :returns: ``<data_dir>/store.url``.
+    """
+    return Path(data_dir) / _URL_FILE
 
 
 def connect(url: str, **kwargs) -> pymongo.MongoClient:
-    """:returns: a client with sensible timeouts."""
-    options = {"serverSelectionTimeoutMS": 10000, "connectTimeoutMS": 5000, **kwargs}
+    """Create a client for the store with sensible timeouts.
+
+    Defaults are ``serverSelectionTimeoutMS=10000`` and ``connectTimeoutMS=5000``; any
+    keyword argument is passed on to :class:`pymongo.MongoClient` and overrides them.
+
+    :param url: a ``mongodb://`` URL.
+    :param kwargs: further :class:`pymongo.MongoClient` options.
+    :returns: a new (lazily connecting) client.
+    """
+    options = {"serverSelectionTimeoutMS": 10000, "connectTimeoutMS": 5000}
+    options.update(kwargs)
     return pymongo.MongoClient(url, **options)
 
 
 def module_db_name(module_name: str) -> str:
-    """:returns: the database name of a module. :raises ValueError: bad module name."""
-    if not re.match(r"^[a-z][a-z0-9_]*$", module_name or ""):
-        raise ValueError(f"invalid module name {module_name!r}")
-    name = f"mod_{module_name}"
-    if not _DB_NAME.match(name):
-        raise ValueError(f"module name {module_name!r} is too long for a database name")
+    """Name of a module's own database.
+
+    :param module_name: a module name, matching ``[a-z][a-z0-9_]*``.
+    :returns: ``"mod_" + module_name``, which matches ``^[a-z0-9][a-z0-9_-]{0,63}$``.
+    :raises ValueError: the module name is not a string, does not match the pattern, or is
+        too long for a database name (more than 60 characters).
+    """
+    if not isinstance(module_name, str) or not _MODULE_NAME.fullmatch(module_name):
+        raise ValueError(f"invalid module name {module_name!r}: must match [a-z][a-z0-9_]*")
+    name = _MODULE_DB_PREFIX + module_name
+    if not _DB_NAME.fullmatch(name):
+        raise ValueError(f"module name {module_name!r} is too long "
+                         f"(at most {64 - len(_MODULE_DB_PREFIX)} characters)")
     return name
 
 
 class DataDirLock:
-    """Exclusive lock file ``<data_dir>/hostd.lock`` so two daemons never share a data dir."""
+    """Exclusive lock file ``<data_dir>/hostd.lock``, so two daemons never share a data dir.
 
-    def __init__(self, data_dir):
-        self._path = Path(data_dir) / "hostd.lock"
-        self._fd = None
+    Uses ``fcntl.flock(LOCK_EX | LOCK_NB)`` on a descriptor kept open while the lock is held,
+    and writes our pid into the file. The lock belongs to the open file description: a
+    second :class:`DataDirLock` on the same dir conflicts even inside the same process, and
+    the kernel drops the lock when the holder dies. The descriptor is close-on-exec; note
+    that a plain ``fork()`` without exec shares (and so keeps holding) the lock.
+
+    :param data_dir: the hostd data dir (created if missing when acquiring).
+    """
+
+    def __init__(self, data_dir: str | os.PathLike):
+        self._data_dir = Path(data_dir)
+        self._path = self._data_dir / _LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        """:returns: the lock file path."""
+        return self._path
+
+    @property
+    def held(self) -> bool:
+        """:returns: whether this object currently holds the lock."""
+        return self._fd is not None
 
     def acquire(self) -> None:
-        """:raises DataDirLocked: another process holds it."""
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        """Take the lock without waiting. A no-op if this object already holds it.
+
+        :raises DataDirLocked: another holder has it; the message names the data dir and
+            the pid found in the lock file, if any.
+        :raises OSError: the data dir or lock file cannot be created or opened.
+        """
+        if self._fd is not None:
+            return
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip()
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise
+            try:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            except OSError:
+                holder = ""
             os.close(fd)
-            raise DataDirLocked(f"data dir {self._path.parent} is in use by another hostd"
-                                f" (pid {holder or '?'})") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+            who = f"pid {holder}" if holder.isdigit() else "unknown pid"
+            raise DataDirLocked(f"data dir {self._data_dir} is in use by another hostd "
+                                f"({who}; lock file {self._path})") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except BaseException:
+            os.close(fd)
+            raise
         self._fd = fd
 
     def release(self) -> None:
-        """Release the lock (idempotent)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Release the lock (the file stays, emptied). Idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            pass
+        os.close(fd)
 
-    def __enter__(self):
+    def __enter__(self) -> "DataDirLock":
         self.acquire()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc_info) -> None:
         self.release()
 
 
-def _pdeathsig():
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-
-
 def _free_port(host: str) -> int:
-    with socket.socket() as sock:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
-class EmbeddedStore:
-    """Runs the embedded nx-27017 server as a child process under ``<data_dir>/store/``."""
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
-    def __init__(self, data_dir, *, host="127.0.0.1", startup_timeout_s=30.0):
+
+def _gone(proc: psutil.Process) -> bool:
+    """Whether a process has exited (reaping it if it is our zombie child)."""
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.NoSuchProcess:
+        return True
+    try:
+        os.waitpid(proc.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return True
+
+
+class EmbeddedStore:
+    """Runs the embedded nx-27017 MongoDB-wire server as a child process under ``<data_dir>/store/``.
+
+    The server runs in the foreground in its own session/process group (a terminal Ctrl-C
+    does not reach it), with ``PR_SET_PDEATHSIG=SIGKILL`` so it dies with hostd: this is
+    tied to the *thread* that calls :meth:`start`, so call it from a thread that lives as
+    long as the store (normally the main thread). The caller must hold the
+    :class:`DataDirLock` of the data dir: :meth:`start` kills any nx-27017 server left
+    running there by a previous daemon. After a :meth:`stop`, :meth:`start` tries the same
+    port again first, so clients keep their URL across a restart.
+
+    :param data_dir: the hostd data dir.
+    :param host: address the server binds to; keep it a loopback address (no auth).
+    :param startup_timeout_s: how long :meth:`start` waits in total for the server to answer.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike, *, host: str = "127.0.0.1",
+                 startup_timeout_s: float = 30.0):
         self._data_dir = Path(data_dir)
-        self._dir = self._data_dir / "store"
+        self._dir = self._data_dir / _STORE_DIR
         self._host = host
-        self._timeout = startup_timeout_s
-        self._process = None
-        self._url = None
+        self._startup_timeout_s = float(startup_timeout_s)
+        self._process: subprocess.Popen | None = None
+        self._url: str | None = None
+        self._port: int | None = None
+        #: seconds the last successful :meth:`start` took.
+        self.startup_seconds: float | None = None
+
+    # -- paths -----------------------------------------------------------------------
+    @property
+    def db_dir(self) -> Path:
+        """:returns: ``<data_dir>/store/db``, which holds one SQLite file per database."""
+        return self._dir / "db"
 
     @property
-    def url(self):
+    def pid_file(self) -> Path:
+        """:returns: ``<data_dir>/store/nx.pid``."""
+        return self._dir / "nx.pid"
+
+    @property
+    def log_file(self) -> Path:
+        """:returns: ``<data_dir>/store/nx.log``."""
+        return self._dir / "nx.log"
+
+    @property
+    def _stderr_file(self) -> Path:
+        return self._dir / "nx.stderr"
+
+    # -- state -----------------------------------------------------------------------
+    @property
+    def url(self) -> str | None:
+        """:returns: the ``mongodb://`` URL while the store runs, else ``None``."""
         return self._url
 
     @property
-    def pid(self):
+    def pid(self) -> int | None:
+        """:returns: the server's pid while it runs, else ``None``."""
         return self._process.pid if self._process is not None else None
 
-    def _kill_stale(self) -> None:
-        try:
-            pid = int((self._dir / "nx.pid").read_text().strip())
-            process = psutil.Process(pid)
-            if any("nx_27017" in part for part in process.cmdline()):
-                process.kill()
-                process.wait(5)
-        except (OSError, ValueError, psutil.Error):
-            pass
+    @property
+    def running(self) -> bool:
+        """:returns: whether the server process is started and has not exited."""
+        return self._process is not None and self._process.poll() is None
 
+    # -- lifecycle -------------------------------------------------------------------
     def start(self) -> str:
-        """Start the server. :returns: its mongodb:// URL. :raises StoreStartError: it did not come up."""
-        (self._dir / "db").mkdir(parents=True, exist_ok=True)
-        self._kill_stale()
-        for _ in range(3):
-            port = _free_port(self._host)
-            with open(self._dir / "nx.err", "ab") as errors:  # the child keeps its own copy
-                self._process = subprocess.Popen(
-                    [sys.executable, "-m", "nx_27017.nx_27017", "--data-dir", str(self._dir / "db"),
-                     "--host", self._host, "-p", str(port), "--pid-file", str(self._dir / "nx.pid"),
-                     "--log-file", str(self._dir / "nx.log")],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                    start_new_session=True, preexec_fn=_pdeathsig)
-            url = f"mongodb://{self._host}:{port}/"
-            if self._wait(url):
-                self._url = url
-                self._write_url(url)
-                return url
+        """Start the server and wait until it answers ``ping``.
+
+        Kills a stale nx-27017 named by ``nx.pid``, launches the server on a free port
+        (retrying with new ports if it cannot bind), waits for ``ping`` and writes
+        ``<data_dir>/store.url`` (mode 0600). If the store already runs, returns its URL.
+
+        :returns: the URL, ``mongodb://<host>:<port>/``.
+        :raises StoreStartError: the server exited or did not answer within
+            ``startup_timeout_s``; the message includes the tail of its log.
+        """
+        if self._process is not None:
+            if self._process.poll() is None:
+                return self._url
             self.stop()
-        raise StoreStartError(f"nx-27017 did not start: {self._log_tail()}")
-
-    def _wait(self, url: str) -> bool:
-        deadline = time.time() + self._timeout
-        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=200, connectTimeoutMS=200)
+        started = time.monotonic()
+        deadline = started + self._startup_timeout_s
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.db_dir.mkdir(mode=0o700, exist_ok=True)
+        self._kill_stale()
+        ports = [self._port] if self._port else []
+        for attempt in range(_BIND_ATTEMPTS + len(ports)):
+            port = ports[attempt] if attempt < len(ports) else _free_port(self._host)
+            outcome = self._launch_and_wait(port, deadline)
+            if outcome == "ready":
+                break
+            if outcome == "bind" and time.monotonic() < deadline:
+                continue
+            reason = {"bind": "could not bind a port", "exited": "exited during start-up",
+                      "timeout": f"did not answer within {self._startup_timeout_s:g} s"}[outcome]
+            raise StoreStartError(f"embedded store (nx-27017) {reason}; "
+                                  f"log {self.log_file}:\n{self._log_tail()}")
+        else:
+            raise StoreStartError(f"embedded store (nx-27017) could not bind a port after "
+                                  f"{_BIND_ATTEMPTS} attempts; log {self.log_file}:\n"
+                                  f"{self._log_tail()}")
+        self._port = port
+        self._url = self._make_url(port)
         try:
-            while time.time() < deadline:
-                if self._process.poll() is not None:
-                    return False
-                try:
-                    client.admin.command("ping")
-                    return True
-                except pymongo.errors.PyMongoError:
-                    time.sleep(0.05)
-            return False
-        finally:
-            client.close()
-
-    def _log_tail(self) -> str:
-        text = ""
-        for name in ("nx.err", "nx.log"):
-            try:
-                text += (self._dir / name).read_text(errors="replace")[-2000:]
-            except OSError:
-                pass
-        return text
-
-    def _write_url(self, url: str) -> None:
-        path = store_url_path(self._data_dir)
-        tmp = path.with_name(".store.url.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(url + "\n")
-        os.replace(tmp, path)
+            self._write_url(self._url)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self._url
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL). Idempotent."""
+        """Stop the server: SIGTERM to its process group, wait, then SIGKILL; reap it.
+
+        Also removes ``store.url``. Safe to call several times and when never started.
+
+        :param timeout_s: how long to wait after SIGTERM before SIGKILL.
+        """
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
+        url, self._url = self._url, None
+        if process is not None:
+            self._terminate(process, timeout_s)
             try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._url is not None:
-            self._url = None
+                if int(self.pid_file.read_text().strip()) == process.pid:
+                    self.pid_file.unlink()
+            except (OSError, ValueError):
+                pass
+        if url is not None:
+            path = store_url_path(self._data_dir)
             try:
-                store_url_path(self._data_dir).unlink()
-            except FileNotFoundError:
+                if path.read_text().strip() == url:
+                    path.unlink()
+            except OSError:
                 pass
 
-    def __enter__(self):
+    def __enter__(self) -> "EmbeddedStore":
         self.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc_info) -> None:
         self.stop()
+
+    # -- internals -------------------------------------------------------------------
+    def _make_url(self, port: int) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"mongodb://{host}:{port}/"
+
+    def _kill_stale(self) -> None:
+        """SIGKILL an nx-27017 left by a previous daemon; remove a stale ``nx.pid``.
+
+        nx-27017 refuses to start while its pid file names *any* live process, so the file
+        is removed whatever it names.
+        """
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            pid = None
+        if pid and pid != os.getpid():
+            try:
+                proc = psutil.Process(pid)
+                if any("nx_27017" in part for part in proc.cmdline()):
+                    proc.kill()
+                    deadline = time.monotonic() + _STALE_KILL_TIMEOUT_S
+                    while not _gone(proc):
+                        if time.monotonic() > deadline:
+                            raise StoreStartError(f"stale nx-27017 (pid {pid}) of {self._dir} "
+                                                  f"does not die")
+                        time.sleep(0.01)
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                pass
+            except psutil.AccessDenied as err:
+                raise StoreStartError(f"cannot inspect or kill pid {pid} named by "
+                                      f"{self.pid_file}: {err}") from None
+        try:
+            self.pid_file.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _launch_and_wait(self, port: int, deadline: float) -> str:
+        """Launch nx on ``port`` and wait for it.
+
+        :returns: ``"ready"``, ``"bind"`` (port taken), ``"exited"`` or ``"timeout"``; on
+            anything but ready the process is gone.
+        """
+        command = [sys.executable, "-c", _BOOTSTRAP, str(os.getpid()),
+                   "--data-dir", str(self.db_dir), "--host", self._host, "-p", str(port),
+                   "--pid-file", str(self.pid_file), "--log-file", str(self.log_file)]
+        with open(self._stderr_file, "wb") as err:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err,
+                                       stderr=subprocess.STDOUT, cwd=self._dir,
+                                       start_new_session=True, close_fds=True)
+        self._process = process
+        try:
+            outcome = self._wait_ready(process, port, deadline)
+        except BaseException:
+            self._process = None
+            self._terminate(process, 0)
+            raise
+        if outcome != "ready":
+            self._process = None
+            self._terminate(process, 0)
+            if outcome == "exited" and "address already in use" in self._log_tail().lower():
+                outcome = "bind"
+        return outcome
+
+    def _wait_ready(self, process: subprocess.Popen, port: int, deadline: float) -> str:
+        # A cheap TCP probe until the port accepts, then ping with pymongo; serverStatus
+        # must report our child's pid, so that another server that grabbed the port in the
+        # meantime is never taken for ours.
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        while True:
+            if process.poll() is not None:
+                return "exited"
+            try:
+                with socket.socket(family, socket.SOCK_STREAM) as probe:
+                    probe.settimeout(0.5)
+                    probe.connect((self._host, port))
+                accepting = True
+            except OSError:
+                accepting = False
+            if accepting:
+                remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+                client = pymongo.MongoClient(self._make_url(port), directConnection=True,
+                                             connect=False,
+                                             serverSelectionTimeoutMS=min(500, remaining_ms),
+                                             connectTimeoutMS=500, socketTimeoutMS=5000)
+                try:
+                    client.admin.command("ping")
+                    status = client.admin.command("serverStatus")
+                except pymongo.errors.PyMongoError:
+                    pass
+                else:
+                    if status.get("pid") in (None, process.pid):
+                        return "ready"
+                    return "bind"           # someone else's server answers on this port
+                finally:
+                    client.close()
+            if time.monotonic() >= deadline:
+                return "timeout"
+            time.sleep(_POLL_S)
+
+    @staticmethod
+    def _terminate(process: subprocess.Popen, timeout_s: float) -> None:
+        if process.poll() is None:
+            if timeout_s > 0:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+
+    def _log_tail(self) -> str:
+        parts = []
+        for path in (self._stderr_file, self.log_file):
+            text = _tail(path)
+            if text:
+                parts.append(f"--- {path.name} ---\n{text}")
+        return "\n".join(parts) or "(no log output)"
+
+    def _write_url(self, url: str) -> None:
+        path = store_url_path(self._data_dir)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, url.encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)

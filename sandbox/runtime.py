@@ -167,10 +167,13 @@ class _Server:
         return protocol.reply_error(message, "module_error",
                                     f"{where} of module {self.spec['module']!r} raised {type(err).__name__}")
 
-    def serve_one(self) -> None:
-        """Receive, verify and answer one request (never raises for bad input)."""
+    def serve_one(self, block: bool = False) -> None:
+        """Receive, verify and answer one request (never raises for bad input).
+
+        :param block: wait up to the socket's receive timeout for a request.
+        """
         try:
-            frames = self.call_socket.recv_multipart(zmq.NOBLOCK)
+            frames = self.call_socket.recv_multipart(0 if block else zmq.NOBLOCK)
         except zmq.Again:
             return
         identity, body = protocol.split_envelope(frames)
@@ -209,12 +212,11 @@ class _Server:
 
     def serve_forever(self) -> None:
         """Serve until SIGTERM or until the parent process is gone."""
-        poller = zmq.Poller()
-        poller.register(self.call_socket, zmq.POLLIN)
+        # A blocking recv with a timeout costs far less per request than zmq.poll.
+        self.call_socket.setsockopt(zmq.RCVTIMEO, 500)
         parent = self.spec.get("parent_pid")
         while not self.stopping:
-            if poller.poll(500):
-                self.serve_one()
+            self.serve_one(block=True)
             if parent and os.getppid() != parent:
                 log.warning("hostd is gone; exiting")
                 return

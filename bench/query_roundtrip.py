@@ -1,0 +1,135 @@
+"""Query round trip: the whole stack vs. the same function in-process.
+
+Starts ``hostd serve`` with one trivial module, and a plain Falcon app calling
+the same function under the same gunicorn settings; then, several times and
+alternating which goes first, measures with ``wrk``:
+
+* latency p50/p99 at one connection,
+* requests/s at 16 connections,
+
+and prints the medians, the added p50 (stack - baseline) and the throughput
+ratio (stack / baseline). Needs ``wrk`` (Debian package ``wrk``).
+
+    python bench/query_roundtrip.py [--runs 5] [--seconds 5] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def wrk(url: str, connections: int, seconds: int) -> dict:
+    """:returns: ``{"p50", "p99"}`` in seconds and ``{"rps"}`` from one wrk run."""
+    out = subprocess.run(["wrk", "-t", str(min(2, connections)), "-c", str(connections),
+                          "-d", f"{seconds}s", "--latency", url],
+                         check=True, capture_output=True, text=True).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        result[f"p{pct}"] = float(value) * _UNITS[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{errors.group(1)} failed requests against {url}")
+    return result
+
+
+def start_stack(port: int, workers: int, data_dir: str) -> subprocess.Popen:
+    command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve",
+               "--modules", str(HERE / "modules"), "--data-dir", data_dir,
+               "--port", str(port), "--workers", str(workers)]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_baseline(port: int, workers: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
+               str(workers), "--worker-class", "sync", "--log-level", "warning", "baseline_app:application"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]))
+    return subprocess.Popen(command, cwd=HERE, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is needed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    data_dir = tempfile.mkdtemp(prefix="insights-bench-")
+    stack_port, base_port = free_port(), free_port()
+    stack = start_stack(stack_port, args.workers, data_dir)
+    baseline = start_baseline(base_port, args.workers)
+    urls = {"stack": f"http://127.0.0.1:{stack_port}/query/trivial",
+            "baseline": f"http://127.0.0.1:{base_port}/query/trivial"}
+    results = {name: {"c1": [], "c16": []} for name in urls}
+    try:
+        for url in urls.values():
+            wait_for(url)
+            wrk(url, 1, 1)  # warm up
+        for run in range(args.runs):
+            order = list(urls) if run % 2 == 0 else list(reversed(urls))
+            for name in order:
+                results[name]["c1"].append(wrk(urls[name], 1, args.seconds))
+                results[name]["c16"].append(wrk(urls[name], 16, args.seconds))
+    finally:
+        for process in (stack, baseline):
+            process.send_signal(signal.SIGTERM)
+        for process in (stack, baseline):
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    def median(name, key, field):
+        return statistics.median(r[field] for r in results[name][key])
+
+    print(f"runs={args.runs} seconds={args.seconds} workers={args.workers} (medians)")
+    print(f"{'':10} {'p50 c=1':>10} {'p99 c=1':>10} {'req/s c=1':>10} {'req/s c=16':>11}")
+    for name in urls:
+        print(f"{name:10} {median(name, 'c1', 'p50') * 1e6:8.0f}us {median(name, 'c1', 'p99') * 1e6:8.0f}us"
+              f" {median(name, 'c1', 'rps'):10.0f} {median(name, 'c16', 'rps'):11.0f}")
+    added = (median("stack", "c1", "p50") - median("baseline", "c1", "p50")) * 1e6
+    ratio = median("stack", "c16", "rps") / median("baseline", "c16", "rps")
+    print(f"added p50 at 1 connection: {added:.0f} us (target <= 250 us)")
+    print(f"throughput ratio at 16 connections: {ratio:.2f}x (target >= 0.45x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
