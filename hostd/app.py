@@ -31,5 +31,6 @@ def create_app(web) -> falcon.App:
     app.add_route("/event", EventResource(web))
     app.add_route("/fs/{module}/{path:path}", FileResource(web))
     app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(InsightsError, handle_insights_error)
     return app

@@ -74,6 +74,8 @@ def _coerce(setting: Setting, value, origin: str):
         return [value]
     if not isinstance(value, setting.type) or (setting.type is int and isinstance(value, bool)):
         raise ConfigError(f"{origin}: {setting.key} must be {setting.type.__name__}, got {value!r}")
+    if setting.type is list and not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{origin}: {setting.key} must be a list of strings, got {value!r}")
     return value
 
 

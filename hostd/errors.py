@@ -57,11 +57,13 @@ def _error_body(err: InsightsError) -> dict:
 def handle_insights_error(req, resp, err, params):
     """Answer a domain error as JSON with its status (SPEC §6)."""
     resp.status = STATUS_BY_CODE.get(err.code, falcon.HTTP_500)
+    resp.content_type = falcon.MEDIA_JSON  # a view may have set HTML before the call failed
     resp.media = _error_body(err)
 
 
 def handle_unexpected(req, resp, err, params):
-    """A bug of hostd itself: log the traceback, answer 500 without it."""
+    """Falcon's own errors in our JSON form; a bug of hostd: log the traceback, answer 500 without it."""
+    resp.content_type = falcon.MEDIA_JSON
     if isinstance(err, falcon.HTTPError):
         resp.status = err.status
         resp.media = {"error": {"code": "http", "message": err.title + (f": {err.description}" if err.description else "")}}

@@ -165,16 +165,6 @@ class DataDirLock:
         self._path = self._data_dir / _LOCK_FILE
         self._fd: int | None = None
 
-    @property
-    def path(self) -> Path:
-        """:returns: the lock file path."""
-        return self._path
-
-    @property
-    def held(self) -> bool:
-        """:returns: whether this object currently holds the lock."""
-        return self._fd is not None
-
     def acquire(self) -> None:
         """Take the lock without waiting. A no-op if this object already holds it.
 
@@ -295,11 +285,6 @@ class EmbeddedStore:
         return self._dir / "db"
 
     @property
-    def pid_file(self) -> Path:
-        """:returns: ``<data_dir>/store/nx.pid``."""
-        return self._dir / "nx.pid"
-
-    @property
     def log_file(self) -> Path:
         """:returns: ``<data_dir>/store/nx.log``."""
         return self._dir / "nx.log"
@@ -307,6 +292,10 @@ class EmbeddedStore:
     @property
     def _stderr_file(self) -> Path:
         return self._dir / "nx.stderr"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self._dir / "nx.pid"
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -318,11 +307,6 @@ class EmbeddedStore:
     def pid(self) -> int | None:
         """:returns: the server's pid while it runs, else ``None``."""
         return self._process.pid if self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        """:returns: whether the server process is started and has not exited."""
-        return self._process is not None and self._process.poll() is None
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> str:
@@ -383,8 +367,8 @@ class EmbeddedStore:
         if process is not None:
             self._terminate(process, timeout_s)
             try:
-                if int(self.pid_file.read_text().strip()) == process.pid:
-                    self.pid_file.unlink()
+                if int(self._pid_file.read_text().strip()) == process.pid:
+                    self._pid_file.unlink()
             except (OSError, ValueError):
                 pass
         if url is not None:
@@ -414,7 +398,7 @@ class EmbeddedStore:
         is removed whatever it names.
         """
         try:
-            pid = int(self.pid_file.read_text().strip())
+            pid = int(self._pid_file.read_text().strip())
         except FileNotFoundError:
             return
         except (OSError, ValueError):
@@ -434,9 +418,9 @@ class EmbeddedStore:
                 pass
             except psutil.AccessDenied as err:
                 raise StoreStartError(f"cannot inspect or kill pid {pid} named by "
-                                      f"{self.pid_file}: {err}") from None
+                                      f"{self._pid_file}: {err}") from None
         try:
-            self.pid_file.unlink()
+            self._pid_file.unlink()
         except FileNotFoundError:
             pass
 
@@ -448,7 +432,7 @@ class EmbeddedStore:
         """
         command = [sys.executable, "-c", _BOOTSTRAP, str(os.getpid()),
                    "--data-dir", str(self.db_dir), "--host", self._host, "-p", str(port),
-                   "--pid-file", str(self.pid_file), "--log-file", str(self.log_file)]
+                   "--pid-file", str(self._pid_file), "--log-file", str(self.log_file)]
         with open(self._stderr_file, "wb") as err:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err,
                                        stderr=subprocess.STDOUT, cwd=self._dir,
@@ -463,7 +447,7 @@ class EmbeddedStore:
         if outcome != "ready":
             self._process = None
             self._terminate(process, 0)
-            if outcome == "exited" and "address already in use" in self._log_tail().lower():
+            if outcome == "exited" and "address already in use" in _tail(self._stderr_file).lower():
                 outcome = "bind"
         return outcome
 
@@ -486,8 +470,8 @@ class EmbeddedStore:
                 remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
                 client = pymongo.MongoClient(self._make_url(port), directConnection=True,
                                              connect=False,
-                                             serverSelectionTimeoutMS=min(500, remaining_ms),
-                                             connectTimeoutMS=500, socketTimeoutMS=5000)
+                                             serverSelectionTimeoutMS=min(250, remaining_ms),
+                                             connectTimeoutMS=250, socketTimeoutMS=5000)
                 try:
                     client.admin.command("ping")
                     status = client.admin.command("serverStatus")

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 __all__ = ["FileStore", "sign_path", "verify_path", "UnsafePath"]
 
@@ -46,6 +47,10 @@ class FileStore:
         self._root = Path(root)
         self._module = module
         self._key = url_key
+
+    @staticmethod
+    def _normal(name: str) -> str:
+        return Path(name).as_posix()
 
     def _path(self, name: str) -> Path:
         if not isinstance(name, str) or not name or "\x00" in name:
@@ -91,13 +96,13 @@ class FileStore:
         if any(flag in mode for flag in "wax+"):
             path.parent.mkdir(parents=True, exist_ok=True)
         else:
-            self._purge(name)
+            self._purge(self._normal(name))
         return open(path, mode, **kwargs)
 
     def exists(self, name: str) -> bool:
         """:returns: whether the file exists (and has not expired)."""
         path = self._path(name)
-        self._purge(name)
+        self._purge(self._normal(name))
         return path.exists()
 
     def remove(self, name: str) -> None:
@@ -118,7 +123,7 @@ class FileStore:
         """Delete the file ``seconds`` from now."""
         self._path(name)
         expiries = self._expiries()
-        expiries[name] = time.time() + seconds
+        expiries[self._normal(name)] = time.time() + seconds
         self._write_expiries(expiries)
 
     def get_url(self, name: str, expires: int = 3600) -> str:
@@ -126,7 +131,7 @@ class FileStore:
         self._path(name)
         until = int(time.time() + expires)
         signature = sign_path(self._key, self._module, name, until)
-        return f"/fs/{self._module}/{name}?expires={until}&sig={signature}"
+        return f"/fs/{self._module}/{quote(name)}?expires={until}&sig={signature}"
 
     @property
     def root(self) -> Path:

@@ -9,6 +9,7 @@ names them has them dropped.
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 from dataclasses import dataclass
 
@@ -68,6 +69,11 @@ class CallSignature:
 def _type_name(annotation) -> str:
     if annotation is inspect.Parameter.empty:
         return "any"
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:  # Optional[X] / X | None: an X, None being its usual default
+            return _type_name(rest[0])
     if isinstance(annotation, str):
         return annotation
     if typing.get_origin(annotation) is list:
@@ -147,6 +153,9 @@ def analyse(func, *, kind: str, where: str) -> CallSignature:
         hints = {}
     for parameter in inspect.signature(func).parameters.values():
         name = parameter.name
+        if parameter.kind is parameter.POSITIONAL_ONLY:
+            raise ModuleLoadError(f"{where}: parameter {name!r} is positional-only; parameters"
+                                  " are passed by name")
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise ModuleLoadError(f"{where}: parameter {name!r}: *args/**kwargs are not supported;"
                                   " ask for 'params' to get the extra request parameters")

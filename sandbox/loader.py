@@ -8,6 +8,7 @@ sends to hostd: hostd never imports module code.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import re
 import sys
 import tomllib
@@ -21,6 +22,7 @@ from .injection import CallSignature, analyse
 __all__ = ["MODULE_NAME", "Endpoint", "LoadedModule", "load_module", "read_manifest",
            "check_module_name"]
 
+_loads = itertools.count(1)
 MODULE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
@@ -115,7 +117,7 @@ def _import(name: str, folder: Path):
     init = folder / "__init__.py"
     if not init.is_file():
         raise ModuleLoadError(f"module {name!r}: {init} not found")
-    import_name = f"_insights_module_{name}"
+    import_name = f"_insights_module_{name}_{next(_loads)}"  # a fresh package per load
     spec = importlib.util.spec_from_file_location(import_name, init,
                                                   submodule_search_locations=[str(folder)])
     module = importlib.util.module_from_spec(spec)

@@ -32,7 +32,6 @@ Every ``*_request`` is answered by the matching ``*_reply``:
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import itertools
 import os
@@ -89,7 +88,7 @@ class Signer:
 
     def sign(self, payload: bytes) -> bytes:
         """:returns: the HMAC-SHA256 of ``payload``."""
-        return hmac.new(self._key, payload, hashlib.sha256).digest()
+        return hmac.digest(self._key, payload, "sha256")
 
     def pack(self, message: dict) -> list[bytes]:
         """:returns: the ``[signature, payload]`` frames of ``message``."""

@@ -26,7 +26,7 @@ import zmq
 
 from . import protocol
 from .cache import Cache
-from .errors import BadParameter, EndpointNotFound, InsightsError, ModuleTimeout
+from .errors import BadParameter, EndpointNotFound, ModuleTimeout
 from .events import Event
 from .filestore import FileStore
 from .injection import bind
@@ -99,30 +99,44 @@ class ModuleRuntime:
         endpoint = self.loaded.endpoint(kind, name)
         if endpoint is None:
             return None
-        return lambda **params: self.invoke(endpoint, params)
+        return lambda **params: self.prepare(endpoint, params)()
 
-    def invoke(self, endpoint, params: dict, events=None):
-        """Call one endpoint with converted parameters and injected services."""
+    def prepare(self, endpoint, params: dict, events=None):
+        """Convert the parameters and gather the injected services of one call.
+
+        :returns: a function running the call.
+        :raises BadParameter: a request parameter is missing or unconvertible.
+        """
         def services(service_name):
             if service_name == "events":
                 return events or []
             return self.service(service_name)
-        result = endpoint.func(**bind(endpoint.signature, params, services))
-        if endpoint.spec.kind == "view" and not isinstance(result, str):
-            raise TypeError(f"view {endpoint.name!r} returned {type(result).__name__}, not str")
-        return result
+        kwargs = bind(endpoint.signature, params, services)
 
-    def call(self, message: dict):
-        """Answer a ``call_request`` (the dispatch-table entry)."""
+        def run():
+            result = endpoint.func(**kwargs)
+            if endpoint.spec.kind == "view" and not isinstance(result, str):
+                raise TypeError(f"view {endpoint.name!r} returned {type(result).__name__}, not str")
+            return None if endpoint.spec.kind == "handler" else result
+        return run
+
+    def prepare_message(self, message: dict):
+        """Resolve and bind a ``call_request``; errors here are the caller's (404/400).
+
+        :returns: a function running the call; whatever it raises is the module's fault.
+        """
         kind, name = message.get("kind"), message.get("name")
-        endpoint = self.loaded.endpoint(kind, name)
+        endpoint = self.loaded.endpoint(kind, name) if isinstance(kind, str) and isinstance(name, str) else None
         if endpoint is None:
             raise EndpointNotFound(f"module {self.loaded.name!r} has no {kind} {name!r}")
+        params = message.get("params") or {}
+        if not isinstance(params, dict):
+            raise BadParameter("params", "must be a map of parameter names to values")
         events = None
         if kind == "handler":
-            events = [Event(item.get("event", {}), item.get("meta")) for item in message.get("events", [])]
-        result = self.invoke(endpoint, message.get("params") or {}, events)
-        return None if kind == "handler" else result
+            events = [Event(item.get("event", {}), item.get("meta")) for item in message.get("events", [])
+                      if isinstance(item, dict)]
+        return self.prepare(endpoint, params, events)
 
 
 class _Server:
@@ -148,15 +162,16 @@ class _Server:
         return protocol.reply_ok(message, {"pid": os.getpid()})
 
     def _on_call(self, message):
-        if message.get("deadline", float("inf")) < time.time():
+        deadline = message.get("deadline")
+        if isinstance(deadline, (int, float)) and deadline < time.time():
             return protocol.reply_error(message, ModuleTimeout.code, "deadline passed before the call started")
         try:
-            return protocol.reply_ok(message, self.runtime.call(message))
+            run = self.runtime.prepare_message(message)
         except (BadParameter, EndpointNotFound) as err:
             return protocol.reply_error(message, **err.to_reply_fields())
-        except InsightsError as err:  # a cross-module call failed: report it as ours
-            return self._module_raised(message, err)
-        except Exception as err:
+        try:
+            return protocol.reply_ok(message, run())
+        except Exception as err:  # includes a failed nested call: the module's error, not the caller's
             return self._module_raised(message, err)
 
     def _module_raised(self, message, err):
@@ -183,12 +198,18 @@ class _Server:
             self.dropped += 1
             log.warning("dropped a message: %s", err)
             return
-        handler = self.dispatch.get(message.get("type"))
-        if handler is None:
+        kind = message.get("type")
+        handler = self.dispatch.get(kind) if isinstance(kind, str) else None
+        if handler is None or not isinstance(message.get("id"), int):
             self.dropped += 1
-            log.warning("dropped a message of unknown type %r", message.get("type"))
+            log.warning("dropped a message of type %r with id %r", kind, message.get("id"))
             return
-        reply = handler(message)
+        try:
+            reply = handler(message)
+        except Exception:  # the loop never dies of its input
+            self.dropped += 1
+            log.exception("dropped a message that could not be answered")
+            return
         try:
             self.call_socket.send_multipart(identity + self.signer.pack(reply))
         except TypeError as err:  # a result msgpack cannot carry

@@ -1,0 +1,227 @@
+"""hostd's settings (:mod:`hostd.config`) and their documentation in ``conf/hostd.toml``."""
+from __future__ import annotations
+
+import re
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hostd.config import LIMIT_KEYS, SETTINGS, ConfigError, load_config
+
+pytestmark = pytest.mark.timeout(60)
+
+CONF = Path(__file__).resolve().parent.parent / "conf" / "hostd.toml"
+DEFAULTS = {s.key: s.default for s in SETTINGS}
+
+
+def write_toml(tmp_path, text):
+    path = tmp_path / "hostd.toml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+# -- merging -----------------------------------------------------------------
+
+def test_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config()
+    values = config.as_dict()
+    assert set(values) == set(DEFAULTS)
+    for key, default in DEFAULTS.items():
+        if key != "storage.data_dir":
+            assert values[key] == default, key
+    assert config["server.port"] == 8000
+    assert config["limits.call_timeout_s"] == 30.0
+    assert config["modules.paths"] == ["contrib_modules"]
+    # the data dir is made absolute (relative to the current directory)
+    assert config["storage.data_dir"] == str(tmp_path / "insights-data")
+    assert config.data_path("run", "x") == tmp_path / "insights-data" / "run" / "x"
+
+
+def test_setting_types_match_defaults():
+    for setting in SETTINGS:
+        assert isinstance(setting.default, setting.type), setting.key
+        assert setting.help.strip(), setting.key
+        assert re.fullmatch(r"[a-z_]+\.[a-z_]+", setting.key), setting.key
+
+
+def test_file_is_merged_over_defaults(tmp_path):
+    path = write_toml(tmp_path, """
+        [server]
+        port = 9001
+
+        [limits]
+        call_timeout_s = 3
+        max_body_mb = 0.5
+
+        [modules]
+        paths = ["a", "b"]
+
+        [logging]
+        level = "DEBUG"
+    """)
+    config = load_config(path)
+    assert config["server.port"] == 9001
+    assert config["limits.call_timeout_s"] == 3.0 and type(config["limits.call_timeout_s"]) is float
+    assert config["limits.max_body_mb"] == 0.5
+    assert config["modules.paths"] == ["a", "b"]
+    assert config["logging.level"] == "DEBUG"
+    assert config["server.bind"] == DEFAULTS["server.bind"]
+    assert config["events.batch_size"] == DEFAULTS["events.batch_size"]
+
+
+def test_command_line_overrides_win(tmp_path):
+    path = write_toml(tmp_path, """
+        [server]
+        port = 9001
+        workers = 4
+    """)
+    config = load_config(path, {"server.port": 9100, "server.workers": None,
+                                "storage.data_dir": str(tmp_path / "data")})
+    assert config["server.port"] == 9100
+    assert config["server.workers"] == 4  # None means "not given on the command line"
+    assert config["storage.data_dir"] == str(tmp_path / "data")
+
+
+def test_overrides_without_a_file(tmp_path):
+    config = load_config(None, {"storage.mongo_url": "mongodb://h:1/", "modules.paths": "mods",
+                                "storage.data_dir": str(tmp_path)})
+    assert config["storage.mongo_url"] == "mongodb://h:1/"
+    assert config["modules.paths"] == ["mods"]
+
+
+def test_unknown_key_in_file_is_named(tmp_path):
+    path = write_toml(tmp_path, """
+        [server]
+        prot = 9001
+    """)
+    with pytest.raises(ConfigError, match=r"server\.prot"):
+        load_config(path)
+
+
+def test_unknown_section_is_named(tmp_path):
+    path = write_toml(tmp_path, """
+        [sever]
+        port = 9001
+    """)
+    with pytest.raises(ConfigError, match=r"sever\.port"):
+        load_config(path)
+
+
+def test_unknown_override_is_named():
+    with pytest.raises(ConfigError, match=r"limits\.nope"):
+        load_config(None, {"limits.nope": 1})
+
+
+@pytest.mark.parametrize("toml, key", [
+    ('[server]\nport = "8000"\n', "server.port"),
+    ("[server]\nport = 80.5\n", "server.port"),
+    ("[server]\nport = true\n", "server.port"),
+    ("[server]\nbind = 127\n", "server.bind"),
+    ('[limits]\ncall_timeout_s = "slow"\n', "limits.call_timeout_s"),
+    ("[modules]\npaths = 3\n", "modules.paths"),
+])
+def test_wrong_type_in_file_is_named(tmp_path, toml, key):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        load_config(path)
+
+
+def test_wrong_type_override_is_an_error():
+    with pytest.raises(ConfigError, match=r"server\.workers"):
+        load_config(None, {"server.workers": "two"})
+
+
+def test_unreadable_or_invalid_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError):
+        load_config(write_toml(tmp_path, "[server\nport = \n"))
+
+
+# -- module limits -------------------------------------------------------------
+
+def test_limits_without_overrides_are_the_settings(tmp_path):
+    config = load_config(None, {"limits.call_timeout_s": 7, "storage.data_dir": str(tmp_path)})
+    limits = config.limits()
+    assert set(limits) == set(LIMIT_KEYS)
+    assert limits["call_timeout_s"] == 7.0
+    assert limits["memory_mb"] == DEFAULTS["limits.memory_mb"]
+
+
+def test_module_limit_overrides(tmp_path):
+    config = load_config(None, {"storage.data_dir": str(tmp_path)})
+    limits = config.limits({"call_timeout_s": 5, "memory_mb": 256})
+    assert limits["call_timeout_s"] == 5.0 and type(limits["call_timeout_s"]) is float
+    assert limits["memory_mb"] == 256
+    assert limits["max_retries"] == DEFAULTS["limits.max_retries"]
+    # the configuration itself is unchanged
+    assert config["limits.call_timeout_s"] == DEFAULTS["limits.call_timeout_s"]
+    assert config.limits()["memory_mb"] == DEFAULTS["limits.memory_mb"]
+
+
+def test_unknown_module_limit_is_named(tmp_path):
+    config = load_config(None, {"storage.data_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="'cpu_s'") as info:
+        config.limits({"cpu_s": 1}, origin="mods/x/module.toml")
+    assert "mods/x/module.toml" in str(info.value)
+
+
+def test_ill_typed_module_limit_is_an_error(tmp_path):
+    config = load_config(None, {"storage.data_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match="memory_mb"):
+        config.limits({"memory_mb": "lots"})
+
+
+# -- documentation: conf/hostd.toml ------------------------------------------
+
+def _documented_keys(lines):
+    """:returns: ``{dotted key: index of its line}`` for every ``key = value`` line."""
+    section, found = None, {}
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        header = re.fullmatch(r"\[([A-Za-z0-9_.]+)\]", stripped)
+        if header:
+            section = header.group(1)
+            continue
+        assignment = re.match(r"([A-Za-z0-9_]+)\s*=", stripped)
+        if assignment and section is not None:
+            found[f"{section}.{assignment.group(1)}"] = index
+    return found
+
+
+def test_every_setting_is_documented_in_conf_with_its_default():
+    data = tomllib.loads(CONF.read_text(encoding="utf-8"))
+    lines = CONF.read_text(encoding="utf-8").splitlines()
+    keys = _documented_keys(lines)
+    for setting in SETTINGS:
+        section, name = setting.key.split(".", 1)
+        assert section in data and name in data[section], f"{setting.key} missing from {CONF}"
+        assert data[section][name] == setting.default, f"{setting.key}: conf value is not the default"
+        assert type(data[section][name]) is type(setting.default), setting.key
+        index = keys[setting.key]
+        above = lines[index - 1].strip()
+        assert above.startswith("#") and len(above.lstrip("# ")) > 0, \
+            f"{setting.key} has no comment line right above it in {CONF}"
+
+
+def test_every_key_in_conf_is_a_known_setting():
+    data = tomllib.loads(CONF.read_text(encoding="utf-8"))
+    known = {s.key for s in SETTINGS}
+    seen = set()
+    for section, table in data.items():
+        assert isinstance(table, dict), f"{section} is not a table"
+        for name in table:
+            seen.add(f"{section}.{name}")
+    assert seen - known == set()
+    assert seen == known
+    # the line scan and tomllib agree
+    assert set(_documented_keys(CONF.read_text(encoding="utf-8").splitlines())) == seen
+
+
+def test_conf_loads_as_the_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config(CONF).as_dict() == load_config().as_dict()
