@@ -60,7 +60,7 @@ class Broker(threading.Thread):
         self._stopping.set()
 
     # -- sockets -------------------------------------------------------------
-    def _target(self, record: dict):
+    def _target_socket(self, record: dict):
         key = bytes.fromhex(record["key"])
         entry = self._targets.get(record["name"])
         if entry is None or entry[0] != (key, record["call_endpoint"]):
@@ -172,7 +172,7 @@ class Broker(threading.Thread):
         except InsightsError as err:
             self._answer(identity, signer, protocol.reply_error(message, **err.to_reply_fields()))
             return
-        sock, target_signer = self._target(record)
+        sock, target_signer = self._target_socket(record)
         deadline = min(message.get("deadline") or float("inf"),
                        time.time() + record["limits"]["call_timeout_s"])
         forwarded = protocol.request("call", None, kind=endpoint["class"], name=message["name"],

@@ -29,6 +29,7 @@ def cli():
 def serve(config_path, modules, data_dir, bind, port, workers, mongo_url):
     """Start the store, the module sandboxes and the HTTP server."""
     from .daemon import Daemon
+    from .store import DataDirLocked, StoreStartError
     overrides = {"modules.paths": list(modules) or None, "storage.data_dir": data_dir,
                  "server.bind": bind, "server.port": port, "server.workers": workers,
                  "storage.mongo_url": mongo_url}
@@ -38,7 +39,11 @@ def serve(config_path, modules, data_dir, bind, port, workers, mongo_url):
         raise click.UsageError(str(err)) from err
     logging.basicConfig(level=config["logging.level"],
                         format="%(asctime)s hostd[%(process)d] %(levelname)s %(name)s: %(message)s")
-    sys.exit(Daemon(config).run())
+    try:
+        status = Daemon(config).run()
+    except (DataDirLocked, StoreStartError) as err:
+        raise click.ClickException(str(err)) from err
+    sys.exit(status)
 
 
 def main():

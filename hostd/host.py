@@ -266,9 +266,8 @@ class Host:
                     supervisor.tick()
                 except Exception:
                     log.exception("supervising %s failed", supervisor.name)
-            if self._dirty.is_set():
+            if self._dirty.wait(0.1):  # a state change is published at once
                 self.publish()
-            self._stopping.wait(0.1)
 
     # -- module table ----------------------------------------------------------
     def publish(self) -> None:

@@ -171,6 +171,10 @@ class _Server:
             return protocol.reply_error(message, **err.to_reply_fields())
         try:
             return protocol.reply_ok(message, run())
+        except BadParameter as err:
+            if getattr(err, "nested", False):  # a nested call's bad parameter is the module's bug
+                return self._module_raised(message, err)
+            return protocol.reply_error(message, **err.to_reply_fields())
         except Exception as err:  # includes a failed nested call: the module's error, not the caller's
             return self._module_raised(message, err)
 

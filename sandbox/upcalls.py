@@ -64,7 +64,9 @@ class Upcaller:
         reply = self._replies.pop(request_id)
         if reply.get("ok"):
             return reply.get("result")
-        raise error_from_reply(reply.get("error") or {})
+        error = error_from_reply(reply.get("error") or {})
+        error.nested = True  # another endpoint's error: never the caller's fault
+        raise error
 
     def _receive(self) -> None:
         try:

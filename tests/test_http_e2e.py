@@ -474,6 +474,12 @@ def test_view_errors_are_json(hostd):
     assert "no_such_view" in error["message"]
     error = assert_error(hostd.call("view", "hello_user"), 400, "bad_parameter")
     assert "user" in error["message"]
+
+
+def test_bad_parameter_raised_by_the_module_is_400(hostd):
+    """``raise BadParameter(...)`` in a module's own code is the caller's 400, naming the parameter."""
+    error = assert_error(hostd.call("query", "dumped_events", {"limit": 0}), 400, "bad_parameter")
+    assert "limit" in error["message"]
     error = assert_error(hostd.call("view", "plot_grades", {"course": " "}), 400, "bad_parameter")
     assert "course" in error["message"]
 
@@ -666,6 +672,7 @@ def test_bad_batch_is_rejected_whole(hostd):
     assert hostd.post_events(marker).status_code == 202
     wait_until(lambda: hostd.seen_count(marker["kind"]) == 1, 30, what="the marker handled")
     assert hostd.seen_count(bad_kind) == 0
+    wait_until(lambda: marker in hostd.dumped(), 30, what="dump_to_db stored the marker")
     assert not [e for e in hostd.dumped() if e.get("kind") == bad_kind]
     # the first item alone was never stored: posting it now is new
     response = hostd.post_events({"kind": bad_kind})
@@ -701,8 +708,9 @@ def test_logging_http_handler_records(hostd):
         logger.removeHandler(handler)
         handler.close()
     wait_until(lambda: hostd.seen_count(f"logged-{tag}") == 3, 30, what="the three logged events")
-    dumped = hostd.dumped()
-    assert all(event in dumped for event in [*by_method.values(), sent])
+    expected = [*by_method.values(), sent]
+    wait_until(lambda: all(event in hostd.dumped() for event in expected), 30,
+               what="dump_to_db stored the logged events")
 
 
 def test_body_too_large_is_413(hostd):
