@@ -31,7 +31,8 @@ class Setting:
 SETTINGS = (
     Setting("server.bind", "127.0.0.1", str, "Address the HTTP server binds."),
     Setting("server.port", 8000, int, "TCP port of the HTTP server (0: pick a free one)."),
-    Setting("server.workers", 2, int, "Number of gunicorn worker processes."),
+    Setting("server.workers", 4, int,
+            "Number of gunicorn worker processes (each holds at most one request in flight)."),
     Setting("server.graceful_timeout_s", 10.0, float,
             "On SIGTERM, how long in-flight requests may take to finish."),
     Setting("modules.paths", ["contrib_modules"], list,
