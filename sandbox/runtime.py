@@ -272,6 +272,8 @@ def run(spec: dict) -> int:
     def stop(signum, frame):
         server.stopping = True
     signal.signal(signal.SIGTERM, stop)
+    # Ctrl-C in a terminal reaches the whole process group; hostd decides when sandboxes stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         if not server.load():
             return protocol.EXIT_LOAD_FAILED
