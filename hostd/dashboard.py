@@ -7,10 +7,22 @@ import jinja2
 __all__ = ["make_templates", "DashboardResource", "SchemaResource", "schema_entries"]
 
 
+def summary(doc: str) -> str:
+    """:returns: a docstring's prose, without its Sphinx field list (``:param ...``)."""
+    lines = []
+    for line in (doc or "").splitlines():
+        if line.strip().startswith(":"):
+            break
+        lines.append(line.strip())
+    return " ".join(" ".join(lines).split())
+
+
 def make_templates() -> jinja2.Environment:
     """:returns: the Jinja2 environment of hostd's own pages (autoescaped)."""
-    return jinja2.Environment(loader=jinja2.PackageLoader("hostd", "templates"),
-                              autoescape=jinja2.select_autoescape(default=True))
+    env = jinja2.Environment(loader=jinja2.PackageLoader("hostd", "templates"),
+                             autoescape=jinja2.select_autoescape(default=True))
+    env.filters["summary"] = summary
+    return env
 
 
 def schema_entries(snapshot) -> list[dict]:

@@ -8,6 +8,7 @@ sends to hostd: hostd never imports module code.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import itertools
 import re
 import sys
@@ -72,7 +73,7 @@ class Endpoint:
         """:returns: a JSON/msgpack-able description (the ``/schema`` entry and more)."""
         doc = self.spec.description
         if doc is None:
-            doc = (getattr(self.func, "__doc__", None) or "").strip()
+            doc = inspect.cleandoc(getattr(self.func, "__doc__", None) or "")
         return {
             "class": self.spec.kind, "name": self.name, "aliases": list(self.spec.names[1:]),
             "module": module, "function": getattr(self.func, "__qualname__", self.name),
