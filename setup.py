@@ -26,12 +26,13 @@ setup(
         "matplotlib>=3.8,<4",
         "psutil>=5.9,<8",
         "mongoquery>=1.4,<2",
+        "requests>=2.31,<3",
+        "tqdm>=4.66,<5",
     ],
     extras_require={
         "test": [
             "pytest>=8,<10",
             "pytest-timeout>=2.3,<3",
-            "requests>=2.31,<3",
         ],
     },
     entry_points={

@@ -46,6 +46,13 @@ def serve(config_path, modules, data_dir, bind, port, workers, mongo_url):
     sys.exit(status)
 
 
+def _register_commands() -> None:
+    """Attach the commands that live in their own modules (they talk HTTP to a running daemon)."""
+    from .replay import replay
+    cli.add_command(replay)
+
+
 def main():
     """Console-script entry point."""
+    _register_commands()
     cli()
