@@ -7,8 +7,8 @@ from sandbox.errors import InsightsError
 
 from .dashboard import DashboardResource, SchemaResource, make_templates
 from .errors import handle_insights_error, handle_unexpected
-from .resources import (EventResource, FileResource, HealthResource, ModulesResource,
-                        QueryResource, ViewResource)
+from .resources import (DeadLettersResource, DeadLettersRetryResource, EventResource, FileResource,
+                        HealthResource, ModulesResource, QueryResource, ViewResource)
 
 __all__ = ["create_app"]
 
@@ -27,6 +27,8 @@ def create_app(web) -> falcon.App:
     app.add_route("/query/{name}", QueryResource(web))
     app.add_route("/schema", SchemaResource(web, templates))
     app.add_route("/modules", ModulesResource(web))
+    app.add_route("/modules/{name}/dead_letters", DeadLettersResource(web))
+    app.add_route("/modules/{name}/dead_letters/retry", DeadLettersRetryResource(web))
     app.add_route("/healthz", HealthResource(web))
     app.add_route("/event", EventResource(web))
     app.add_route("/fs/{module}/{path:path}", FileResource(web))

@@ -10,9 +10,12 @@ One thread, one ZeroMQ poll loop, never blocking on a sandbox:
   ``module:<name>``.
 
 It also serves the control socket that web workers use (signed with the
-control key): ``status_request`` (the ``/modules`` answer) and
-``timeout_report`` (a call overran its deadline: the sandbox is killed and
-restarted).
+control key): ``status_request`` (the ``/modules`` answer),
+``realtime_wait_request`` (answered once the given realtime handlers are past a
+log position, or with a timeout error at the deadline), ``dead_letters_request``
+and ``dead_letters_retry_request``, and ``timeout_report`` (a call overran its
+deadline: the sandbox is killed and restarted). Delivery threads wake the loop
+through an inproc socket whenever a realtime handler moved on.
 
 Sandboxes connect a DEALER whose routing id is their module name, so the broker
 knows whose key verifies a message; a restarted sandbox takes the id over.
@@ -31,6 +34,7 @@ from sandbox.errors import InsightsError
 __all__ = ["Broker"]
 
 log = logging.getLogger("insights.broker")
+_PROGRESS_ENDPOINT = "inproc://insights-progress"
 
 
 class Broker(threading.Thread):
@@ -48,6 +52,7 @@ class Broker(threading.Thread):
         self._pending: dict = {}   # forwarded id -> (sandbox identity, original request, signer)
         self._targets: dict = {}   # module name -> (key, DEALER, Signer)
         self.dropped = 0
+        self._waiters: list = []   # (identity, request, handlers, seq, deadline)
         self._bound = threading.Event()
 
     def wait_bound(self, timeout: float = 10.0) -> None:
@@ -58,6 +63,23 @@ class Broker(threading.Thread):
     def stop(self) -> None:
         """Ask the loop to end (it closes its sockets itself)."""
         self._stopping.set()
+
+    def progress_notifier(self):
+        """:returns: a function any thread may call when a realtime handler moved on."""
+        local = threading.local()
+
+        def notify():
+            sock = getattr(local, "sock", None)
+            if sock is None:
+                sock = local.sock = self._context.socket(zmq.PUSH)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SNDHWM, 10)
+                sock.connect(_PROGRESS_ENDPOINT)
+            try:
+                sock.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # the broker has wake-ups queued already
+        return notify
 
     # -- sockets -------------------------------------------------------------
     def _target_socket(self, record: dict):
@@ -88,25 +110,35 @@ class Broker(threading.Thread):
         self._control.setsockopt(zmq.LINGER, 0)
         self._control.bind(self._host.paths.control_endpoint)
         self._control_signer = protocol.Signer(self._host.control_key)
+        self._progress = self._context.socket(zmq.PULL)
+        self._progress.setsockopt(zmq.LINGER, 0)
+        self._progress.bind(_PROGRESS_ENDPOINT)
         self._poller = zmq.Poller()
         self._poller.register(self._upcalls, zmq.POLLIN)
         self._poller.register(self._control, zmq.POLLIN)
+        self._poller.register(self._progress, zmq.POLLIN)
         self._poller.register(self._ingest, zmq.POLLIN)
         self._bound.set()
         try:
             while not self._stopping.is_set():
-                for sock, _ in self._poller.poll(200):
+                for sock, _ in self._poller.poll(self._poll_timeout_ms()):
                     try:
                         if sock is self._upcalls:
                             self._on_upcall(sock.recv_multipart())
                         elif sock is self._control:
                             self._on_control(sock.recv_multipart())
+                        elif sock is self._progress:
+                            while sock.poll(0):
+                                sock.recv()
+                            self._check_waiters()
                         else:
                             self._on_reply(sock)
                     except Exception:  # the loop never dies of its input
                         log.exception("broker: error handling a message")
                 self._expire()
+                self._check_waiters()
         finally:
+            self._progress.close(0)
             for _, sock, _ in self._targets.values():
                 sock.close(0)
             self._upcalls.close(0)
@@ -154,14 +186,56 @@ class Broker(threading.Thread):
             return
         kind = message.get("type")
         if kind == "status_request":
-            reply = protocol.reply_ok(message, self._host.module_status())
-            self._control.send_multipart(identity + self._control_signer.pack(reply))
+            self._control_reply(identity, protocol.reply_ok(message, self._host.module_status()))
+        elif kind == "realtime_wait_request":
+            self._waiters.append((identity, message, [tuple(h) for h in message.get("handlers") or []],
+                                  message.get("seq") or 0, message.get("deadline") or time.time()))
+            self._check_waiters()
+        elif kind in ("dead_letters_request", "dead_letters_retry_request"):
+            self._control_reply(identity, self._dead_letters(message))
         elif kind == "timeout_report":
             supervisor = self._host.supervisor(message.get("module", ""))
             if supervisor is not None and supervisor.pid == message.get("pid"):
                 supervisor.kill_for_timeout(message.get("reason") or "a call timed out")
         else:
             self.dropped += 1
+
+    def _control_reply(self, identity, reply: dict) -> None:
+        self._control.send_multipart(identity + self._control_signer.pack(reply))
+
+    def _dead_letters(self, message) -> dict:
+        module = message.get("module")
+        if not isinstance(module, str) or self._host.supervisor(module) is None:
+            return protocol.reply_error(message, "not_found", f"no module named {module!r}")
+        if message["type"] == "dead_letters_retry_request":
+            count = self._host.dead_letters.request_retry(module)
+            self._host.delivery.notify(0)
+            self._host.realtime.notify(0)
+            return protocol.reply_ok(message, {"retrying": count})
+        return protocol.reply_ok(message, self._host.dead_letters.list(module))
+
+    def _check_waiters(self) -> None:
+        """Answer realtime waits whose handlers are all past their position, or expired."""
+        if not self._waiters:
+            return
+        now, waiting = time.time(), []
+        for identity, message, handlers, seq, deadline in self._waiters:
+            done = all((self._host.handler_position(m, h) or 0) >= seq for m, h in handlers)
+            if done:
+                self._control_reply(identity, protocol.reply_ok(message, {"seq": seq}))
+            elif deadline <= now:
+                late = [f"{m}.{h}" for m, h in handlers if (self._host.handler_position(m, h) or 0) < seq]
+                self._control_reply(identity, protocol.reply_error(
+                    message, "timeout", f"realtime handlers did not finish in time: {', '.join(late)}"))
+            else:
+                waiting.append((identity, message, handlers, seq, deadline))
+        self._waiters = waiting
+
+    def _poll_timeout_ms(self) -> int:
+        if not self._waiters:
+            return 200
+        soonest = min(w[4] for w in self._waiters)
+        return max(1, min(200, int((soonest - time.time()) * 1000) + 1))
 
     def _answer(self, identity, signer, reply: dict) -> None:
         self._upcalls.send_multipart(identity + signer.pack(reply))

@@ -48,8 +48,10 @@ def serve(config_path, modules, data_dir, bind, port, workers, mongo_url):
 
 def _register_commands() -> None:
     """Attach the commands that live in their own modules (they talk HTTP to a running daemon)."""
+    from .admin import dlq, status
     from .replay import replay
-    cli.add_command(replay)
+    for command in (replay, status, dlq):
+        cli.add_command(command)
 
 
 def main():

@@ -1,12 +1,17 @@
 """Delivering logged events to event handlers, in log order, at least once.
 
-One thread walks every running module's handlers. For each it reads the log
-after the handler's cursor, keeps the events its filter matches (evaluated
-here, in hostd, so others never cross to the sandbox), calls the handler with
-them, and only then moves the cursor. A failing batch is retried one event at a
-time with backoff, so one poison event cannot hold back the rest: after
-``limits.max_retries`` failures that event goes to the module's dead letters
-and the handler moves on.
+A :class:`Delivery` thread walks the handlers of the modes it serves. For each
+it reads the log after the handler's cursor, keeps the events its filter
+matches (evaluated here, in hostd, so others never cross to the sandbox), calls
+the handler with them, and only then moves the cursor. A failing batch is
+retried one event at a time with backoff, so one poison event cannot hold back
+the rest: after ``limits.max_retries`` failures that event goes to the module's
+dead letters and the handler moves on.
+
+The host runs two: one for ``queued`` and ``batch`` handlers, and one for
+``realtime`` handlers, woken by every append so ``POST /event`` can wait for them.
+``batch`` handlers are called when ``every`` seconds have passed since their
+last run, with everything that arrived since.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from .calls import SandboxClient
 __all__ = ["Delivery", "HandlerState", "compile_filter"]
 
 log = logging.getLogger("insights.delivery")
+_BATCH_MODE_MAX_EVENTS = 50_000
 
 
 def compile_filter(filter_doc: dict | None, module: str):
@@ -48,31 +54,45 @@ class HandlerState:
         self.module = module
         self.name = description["name"]
         self.options = description.get("options") or {}
+        self.mode = self.options.get("mode", "queued")
         self.matches = compile_filter(self.options.get("filter"), module)
         self.position: int | None = None
         self.handled = 0
         self.failures = 0
         self.retry_at = 0.0
+        self.last_run = time.time()
         self.last_error: str | None = None
+
+    def due(self, now: float) -> bool:
+        """Whether the handler may be called now (backoff, batch period)."""
+        if self.retry_at > now:
+            return False
+        if self.mode == "batch" and not self.failures:
+            return now - self.last_run >= (self.options.get("every") or 0)
+        return True
 
     def stats(self, head: int) -> dict:
         """:returns: this handler's ``/modules`` detail."""
-        return {"mode": self.options.get("mode", "queued"), "position": self.position,
+        return {"mode": self.mode, "position": self.position,
                 "lag": max(0, head - (self.position or 0)), "handled": self.handled,
                 "failures": self.failures, "last_error": self.last_error}
 
 
 class Delivery(threading.Thread):
-    """The delivery thread.
+    """A delivery thread for some handler modes.
 
     :param host: the :class:`hostd.host.Host`.
     :param context: the host's ``zmq.Context``.
+    :param modes: the handler modes this thread serves.
+    :param on_progress: called (from this thread) after a handler's cursor moved.
     """
 
-    def __init__(self, host, context):
-        super().__init__(name="insights-delivery", daemon=True)
+    def __init__(self, host, context, modes=("queued", "batch"), on_progress=None):
+        super().__init__(name=f"insights-delivery-{'-'.join(modes)}", daemon=True)
         self._host = host
         self._context = context
+        self.modes = frozenset(modes)
+        self._on_progress = on_progress
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._states: dict = {}
@@ -90,18 +110,24 @@ class Delivery(threading.Thread):
         self._wake.set()
 
     def states(self, module: str) -> list[HandlerState]:
-        """:returns: the handler states of ``module``."""
+        """:returns: the handler states of ``module`` known to this thread."""
         return [s for (m, _), s in list(self._states.items()) if m == module]
 
+    def position(self, module: str, handler: str) -> int | None:
+        """:returns: the handler's acknowledged position (None if not seen yet)."""
+        state = self._states.get((module, handler))
+        return None if state is None else state.position
+
     def wait_delivered(self, module: str, seq: int, timeout_s: float) -> bool:
-        """Block until every handler of ``module`` is past ``seq``. :returns: whether it happened."""
+        """Block until every handler of ``module`` served here is past ``seq``."""
         deadline = time.time() + timeout_s
         with self._lock:
             while True:
-                states = self.states(module)
-                handlers = [e for e in (self._host.supervisor(module).endpoints or [])
-                            if e["class"] == "handler"]
-                if len(states) >= len(handlers) and all((s.position or 0) >= seq for s in states):
+                supervisor = self._host.supervisor(module)
+                handlers = [e for e in (supervisor.endpoints or []) if e["class"] == "handler"
+                            and (e.get("options") or {}).get("mode", "queued") in self.modes]
+                states = {s.name: s for s in self.states(module)}
+                if all(h["name"] in states and (states[h["name"]].position or 0) >= seq for h in handlers):
                     return True
                 remaining = deadline - time.time()
                 if remaining <= 0:
@@ -114,8 +140,9 @@ class Delivery(threading.Thread):
         interval = self._host.config["events.poll_interval_s"]
         try:
             while not self._stopping.is_set():
+                self._wake.clear()
                 worked = False
-                for record, handler in self._host.running_handlers():
+                for record, handler in self._host.running_handlers(self.modes):
                     if self._stopping.is_set():
                         break
                     try:
@@ -124,7 +151,6 @@ class Delivery(threading.Thread):
                         log.exception("delivery to %s.%s failed", record["name"], handler["name"])
                 if not worked:
                     self._wake.wait(interval)
-                    self._wake.clear()
         finally:
             client.close()
 
@@ -141,26 +167,58 @@ class Delivery(threading.Thread):
             self._states[key] = state
         return state
 
+    def _read(self, state: HandlerState) -> list[dict]:
+        if state.failures:
+            return self._host.eventlog.read_after(state.position, 1)
+        size = self._host.config["events.batch_size"]
+        docs = self._host.eventlog.read_after(state.position, size)
+        if state.mode == "batch":  # everything since the last run, page by page
+            while len(docs) % size == 0 and docs and len(docs) < _BATCH_MODE_MAX_EVENTS:
+                more = self._host.eventlog.read_after(docs[-1]["seq"], size)
+                if not more:
+                    break
+                docs.extend(more)
+        return docs
+
     def _deliver(self, client, record, handler) -> bool:
         state = self._state(record, handler)
-        if state.retry_at > time.time():
+        now = time.time()
+        if not state.due(now):
             return False
-        limit = 1 if state.failures else self._host.config["events.batch_size"]
-        docs = self._host.eventlog.read_after(state.position, limit)
+        if self._retry_dead_letters(client, record, state):
+            return True
+        docs = self._read(state)
         if not docs:
+            if state.mode == "batch":
+                state.last_run = now
             return False
         selected = [d for d in docs if state.matches(d)]
         if selected:
-            events = [{"event": d["event"], "meta": {"seq": d["seq"], "id": d["eid"][2:],
-                                                      "source": d.get("source"), "received": d.get("received")}}
-                      for d in selected]
             try:
-                client.call(record, "handler", handler["name"], events=events,
-                            timeout_s=record["limits"]["call_timeout_s"])
+                self._call(client, record, state, selected)
             except InsightsError as err:
                 return self._failed(state, record, selected, err)
+        state.last_run = now
         self._advance(state, docs[-1]["seq"], len(selected))
         return True
+
+    def _call(self, client, record, state, docs) -> None:
+        events = [{"event": d["event"], "meta": {"seq": d["seq"], "id": d["eid"][2:], "source": d.get("source"),
+                                                 "received": d.get("received")}} for d in docs]
+        client.call(record, "handler", state.name, events=events, timeout_s=record["limits"]["call_timeout_s"])
+
+    def _retry_dead_letters(self, client, record, state) -> bool:
+        """Send dead letters an admin asked to retry back through their handler, one by one."""
+        letters = self._host.dead_letters.due_for_retry(state.module, state.name)
+        for letter in letters:
+            try:
+                self._call(client, record, state, [letter])
+            except InsightsError as err:
+                self._host.dead_letters.retry_failed(letter, str(err))
+                continue
+            self._host.dead_letters.remove(letter)
+            state.handled += 1
+        return bool(letters)
 
     def _advance(self, state: HandlerState, seq: int, handled: int) -> None:
         self._host.cursors.set(state.module, state.name, seq)
@@ -168,16 +226,20 @@ class Delivery(threading.Thread):
             state.position = seq
             state.handled += handled
             state.failures = 0
+            state.retry_at = 0.0
             self._lock.notify_all()
+        if self._on_progress is not None:
+            self._on_progress()
 
     def _failed(self, state, record, selected, err) -> bool:
         state.failures += 1
         state.last_error = str(err)
-        limits = record["limits"]
-        if len(selected) == 1 and state.failures > limits["max_retries"]:
-            self._host.dead_letter(state.module, state.name, selected[0], str(err), state.failures)
+        if len(selected) == 1 and state.failures > record["limits"]["max_retries"]:
+            self._host.dead_letters.add(state.module, state.name, selected[0], str(err), state.failures)
             self._advance(state, selected[0]["seq"], 0)
             return True
+        if len(selected) > 1 and state.failures == 1:
+            return True  # at once, one event at a time, to find the one that fails
         backoff = self._host.config["supervisor.backoff_initial_s"] * 2 ** min(state.failures - 1, 6)
         state.retry_at = time.time() + min(backoff, self._host.config["supervisor.backoff_max_s"])
         return False

@@ -24,7 +24,8 @@ from sandbox.loader import MODULE_NAME, read_manifest
 from . import store as storemod
 from .broker import Broker
 from .config import Config
-from .delivery import Delivery
+from .deadletters import DeadLetters
+from .delivery import Delivery, compile_filter
 from .eventlog import Cursors, EventLog
 from .ingest import IngestThread
 from .modtable import Snapshot, write_table
@@ -146,7 +147,8 @@ class Host:
         self._store = None
         self.store_url = None
         self.client = None
-        self.dead_letter_coll = None
+        self.dead_letters = None
+        self._realtime_filters: dict = {}
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -160,7 +162,7 @@ class Host:
             self.fs_master_key = _secret(self.paths.data / "fs.key")
             self.context = zmq.Context()
             self.ingest = IngestThread(self.paths.ingest_endpoint, self.control_key, self.eventlog,
-                                       self._on_appended, self.context)
+                                       self._on_appended, self.context, self.realtime_matches)
             self.ingest.start()
             self.ingest.wait_bound()
             self.broker = Broker(self, self.context)
@@ -171,8 +173,10 @@ class Host:
             for supervisor in self._supervisors.values():
                 if supervisor.state == "stopped":
                     supervisor.start()
-            self.delivery = Delivery(self, self.context)
+            self.delivery = Delivery(self, self.context, ("queued", "batch"))
+            self.realtime = Delivery(self, self.context, ("realtime",), self.broker.progress_notifier())
             self.delivery.start()
+            self.realtime.start()
             self._monitor = threading.Thread(target=self._monitor_loop, name="insights-monitor",
                                              daemon=True)
             self._monitor.start()
@@ -191,7 +195,7 @@ class Host:
         self.eventlog = EventLog(db)
         self.eventlog.ensure_indexes()
         self.cursors = Cursors(db)
-        self.dead_letter_coll = db["dead_letters"]
+        self.dead_letters = DeadLetters(db)
 
     def _write_runtime(self) -> None:
         runtime = {"config": self.config.as_dict(), "table_file": str(self.paths.table_file),
@@ -225,7 +229,7 @@ class Host:
     def stop(self) -> None:
         """Stop sandboxes, threads and the store; release the data dir. Idempotent."""
         self._stopping.set()
-        for attribute in ("delivery",):
+        for attribute in ("delivery", "realtime"):
             thread = getattr(self, attribute, None)
             if thread is not None:
                 thread.stop()
@@ -292,15 +296,42 @@ class Host:
         supervisor = self._supervisors.get(name)
         return supervisor.record() if supervisor else None
 
-    def running_handlers(self):
-        """Yield ``(record, handler description)`` for every running module's handlers."""
+    def running_handlers(self, modes=("realtime", "queued", "batch")):
+        """Yield ``(record, handler description)`` for running modules' handlers of those modes."""
         for supervisor in list(self._supervisors.values()):
             if supervisor.state != "running":
                 continue
             record = supervisor.record()
             for endpoint in record["endpoints"]:
-                if endpoint["class"] == "handler":
+                if endpoint["class"] == "handler" and (endpoint.get("options") or {}).get("mode", "queued") in modes:
                     yield record, endpoint
+
+    def realtime_matches(self, events: list[dict], source: str) -> list[list[str]]:
+        """:returns: ``[module, handler]`` of every running realtime handler matching one of ``events``."""
+        matched = []
+        for record, handler in self.running_handlers(("realtime",)):
+            key = (record["name"], handler["name"], repr(handler.get("options")))
+            matches = self._realtime_filters.get(key)
+            if matches is None:
+                matches = self._realtime_filters[key] = compile_filter(
+                    (handler.get("options") or {}).get("filter"), record["name"])
+            if any(matches({"event": event, "source": source}) for event in events):
+                matched.append([record["name"], handler["name"]])
+        return matched
+
+    def handler_position(self, module: str, handler: str) -> int | None:
+        """:returns: a handler's acknowledged log position (None if unknown or not running)."""
+        for thread in (self.delivery, self.realtime):
+            position = thread.position(module, handler)
+            if position is not None:
+                return position
+        return None
+
+    def wait_delivered(self, module: str, seq: int, timeout_s: float) -> bool:
+        """Block until every handler of ``module`` (all modes) is past ``seq``."""
+        deadline = time.time() + timeout_s
+        return all(thread.wait_delivered(module, seq, max(0.0, deadline - time.time()))
+                   for thread in (self.delivery, self.realtime))
 
     def wait_ready(self, timeout_s: float = 60.0) -> bool:
         """Block until no module is starting or restarting. :returns: whether that happened."""
@@ -333,16 +364,10 @@ class Host:
         supervisor.on_ready(pid, endpoints, manifest)
 
     def _on_appended(self, seq: int) -> None:
-        delivery = getattr(self, "delivery", None)
-        if delivery is not None:
-            delivery.notify(seq)
-
-    def dead_letter(self, module: str, handler: str, doc: dict, error: str, attempts: int) -> None:
-        """Park an event a handler keeps failing on."""
-        self.dead_letter_coll.insert_one({"module": module, "handler": handler, "seq": doc["seq"],
-                                          "event": doc["event"], "error": error, "attempts": attempts,
-                                          "at": time.time()})
-        log.error("module %s: handler %s gave up on event seq %s: %s", module, handler, doc["seq"], error)
+        for name in ("realtime", "delivery"):
+            thread = getattr(self, name, None)
+            if thread is not None:
+                thread.notify(seq)
 
     def module_status(self) -> dict:
         """:returns: the ``/modules`` answer: each module's state, pid, errors and handler detail."""
@@ -350,11 +375,11 @@ class Host:
         out = {}
         for name, supervisor in sorted(self._supervisors.items()):
             record = supervisor.record()
-            handlers = {s.name: s.stats(head) for s in self.delivery.states(name)}
-            dead = list(self.dead_letter_coll.aggregate([{"$match": {"module": name}}, {"$count": "n"}]))
+            handlers = {s.name: s.stats(head)
+                        for thread in (self.delivery, self.realtime) for s in thread.states(name)}
             out[name] = {key: record[key] for key in ("state", "pid", "restarts", "last_error")}
             out[name].update(lag=sum(h["lag"] for h in handlers.values()),
                              handled=sum(h["handled"] for h in handlers.values()),
-                             dead_letters=dead[0]["n"] if dead else 0, handlers=handlers,
+                             dead_letters=self.dead_letters.count(name), handlers=handlers,
                              crons={}, path=record["path"])
         return out

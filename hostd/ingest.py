@@ -29,15 +29,18 @@ class IngestThread(threading.Thread):
     :param eventlog: the :class:`~hostd.eventlog.EventLog`.
     :param on_appended: called with the last ``seq`` after each write.
     :param context: the host's ``zmq.Context``.
+    :param realtime_matches: ``f(events, source) -> [[module, handler], ...]``: the realtime
+        handlers a request's new events match (the request then waits for them).
     """
 
-    def __init__(self, endpoint, key, eventlog, on_appended, context):
+    def __init__(self, endpoint, key, eventlog, on_appended, context, realtime_matches=None):
         super().__init__(name="insights-ingest", daemon=True)
         self._endpoint = endpoint
         self._signer = protocol.Signer(key)
         self._log = eventlog
         self._on_appended = on_appended
         self._context = context
+        self._realtime_matches = realtime_matches
         self._stopping = threading.Event()
         self._bound = threading.Event()
 
@@ -105,10 +108,11 @@ class IngestThread(threading.Thread):
                 count = len(message["events"])
                 ids = result["ids"][offset:offset + count]
                 offset += count
-                # accepted/duplicates per request: an id first logged by this request is accepted
+                fresh = [e for e, i in zip(message["events"], ids) if i in new]
+                counts = _split_counts(ids, new)  # an id first logged by this request is accepted here
+                realtime = self._realtime_matches(fresh, source) if fresh and self._realtime_matches else []
                 sock.send_multipart(identity + self._signer.pack(protocol.reply_ok(message, {
-                    "ids": ids, "last_seq": result["last_seq"],
-                    **_split_counts(ids, new)})))
+                    "ids": ids, "last_seq": result["last_seq"], "realtime": realtime, **counts})))
 
 
 def _split_counts(ids, new: set) -> dict:

@@ -14,7 +14,7 @@ from .errors import BadEventBatch, Forbidden, PayloadTooLarge
 from .eventbody import events_from_body, events_from_form
 
 __all__ = ["ViewResource", "QueryResource", "EventResource", "ModulesResource", "HealthResource",
-           "FileResource", "read_body"]
+           "FileResource", "DeadLettersResource", "DeadLettersRetryResource", "read_body"]
 
 
 def read_body(req, max_mb: float) -> bytes:
@@ -86,8 +86,30 @@ class EventResource:
         self._accept(resp, events_from_form(req.params))
 
     def _accept(self, resp, events):
+        answer = self._web.append_events(events)
+        resp.status = falcon.HTTP_200 if answer.pop("realtime", False) else falcon.HTTP_202
+        resp.media = answer
+
+
+class DeadLettersResource:
+    """``GET /modules/{name}/dead_letters``: events a module's handlers gave up on."""
+
+    def __init__(self, web):
+        self._web = web
+
+    def on_get(self, req, resp, name):
+        resp.media = self._web.dead_letters(name)
+
+
+class DeadLettersRetryResource:
+    """``POST /modules/{name}/dead_letters/retry``: send them back through their handlers."""
+
+    def __init__(self, web):
+        self._web = web
+
+    def on_post(self, req, resp, name):
         resp.status = falcon.HTTP_202
-        resp.media = self._web.append_events(events)
+        resp.media = self._web.retry_dead_letters(name)
 
 
 class ModulesResource:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 
 import zmq
 
 from sandbox import protocol
-from sandbox.errors import InsightsError, error_from_reply
+from sandbox.errors import InsightsError, ModuleTimeout, error_from_reply
 
 from .calls import SandboxClient
 from .config import Config
@@ -21,7 +22,21 @@ from .host import module_fs_key
 from .ingest import IngestClient
 from .modtable import ModuleTableReader
 
-__all__ = ["WebContext"]
+__all__ = ["WebContext", "RealtimeTimeout"]
+
+
+class RealtimeTimeout(ModuleTimeout):
+    """Realtime handlers did not finish in time; the events are logged and will be retried.
+
+    :param answer: the ingestion answer (``accepted``, ``duplicates``, ``ids``).
+    """
+
+    def __init__(self, message: str, answer: dict):
+        super().__init__(message)
+        self.answer = answer
+
+    def to_reply_fields(self) -> dict:
+        return {**super().to_reply_fields(), **self.answer}
 
 
 class WebContext:
@@ -73,27 +88,52 @@ class WebContext:
             raise
 
     def append_events(self, events: list[dict], source: str = "http") -> dict:
-        """:returns: ``{"accepted", "duplicates", "ids"}`` once the events are durably logged."""
+        """Log events durably and wait for the realtime handlers they match.
+
+        :returns: ``{"accepted", "duplicates", "ids", "realtime"}``; ``realtime`` tells
+            whether realtime handlers ran before this answer.
+        :raises RealtimeTimeout: realtime handlers did not finish in ``limits.realtime_timeout_s``.
+        """
         result = self._ensure().ingest.append(events, source)
-        return {"accepted": result["accepted"], "duplicates": result["duplicates"], "ids": result["ids"]}
+        answer = {"accepted": result["accepted"], "duplicates": result["duplicates"], "ids": result["ids"]}
+        if result.get("realtime"):
+            try:
+                self._control_request("realtime_wait", self.config["limits.realtime_timeout_s"],
+                                      handlers=result["realtime"], seq=result["last_seq"])
+            except InsightsError as err:
+                raise RealtimeTimeout(str(err), answer) from err
+        return {**answer, "realtime": bool(result.get("realtime"))}
 
     def _control_send(self, message: dict) -> None:
         signer = protocol.Signer(self._control_key)
         self._ensure().control.send_multipart(signer.pack(message))
 
-    def module_status(self, timeout_s: float = 10.0) -> dict:
-        """:returns: the ``/modules`` answer, asked of the host."""
+    def _control_request(self, verb: str, timeout_s: float, **fields):
+        """Ask the host over the control socket. :raises InsightsError: its error, or no answer in time."""
         local = self._ensure()
         signer = protocol.Signer(self._control_key)
-        message = protocol.request("status", timeout_s)
+        message = protocol.request(verb, timeout_s, **fields)
         local.control.send_multipart(signer.pack(message))
-        while local.control.poll(timeout_s * 1000):
+        deadline = message["deadline"] + 1.0  # the host answers a timeout itself at the deadline
+        while local.control.poll(max(0.0, deadline - time.time()) * 1000):
             reply = signer.unpack(local.control.recv_multipart())
             if reply.get("id") == message["id"]:
                 if reply.get("ok"):
                     return reply["result"]
                 raise error_from_reply(reply.get("error") or {})
-        raise InsightsError("hostd did not answer in time")
+        raise ModuleTimeout(f"hostd did not answer {verb} in time")
+
+    def module_status(self) -> dict:
+        """:returns: the ``/modules`` answer, asked of the host."""
+        return self._control_request("status", 10.0)
+
+    def dead_letters(self, module: str) -> list[dict]:
+        """:returns: a module's dead letters. :raises EndpointNotFound: no such module."""
+        return self._control_request("dead_letters", 10.0, module=module)
+
+    def retry_dead_letters(self, module: str) -> dict:
+        """Send a module's dead letters back through their handlers. :returns: ``{"retrying": n}``."""
+        return self._control_request("dead_letters_retry", 10.0, module=module)
 
     def fs_key(self, module: str) -> bytes:
         """:returns: the key module ``module`` signs its file URLs with."""

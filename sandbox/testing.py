@@ -110,7 +110,7 @@ class ModuleHarness:
         events = events_from_json(events)
         result = self._ingest.append(events, "http")
         head = self.host.eventlog.head()
-        if not self.host.delivery.wait_delivered(self.name, head, timeout_s):
+        if not self.host.wait_delivered(self.name, head, timeout_s):
             raise TimeoutError(f"handlers of {self.name!r} did not process the events in {timeout_s} s")
         return {"accepted": result["accepted"], "duplicates": result["duplicates"], "ids": result["ids"]}
 

@@ -1,0 +1,76 @@
+"""Dead letters: events a handler kept failing on, parked with the error.
+
+An admin lists them (``GET /modules/{name}/dead_letters``, ``hostd dlq list``)
+and sends them back through their handler (``POST .../dead_letters/retry``,
+``hostd dlq retry``): they are marked for retry and the delivery thread
+re-delivers them one by one, removing those the handler now accepts.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+__all__ = ["DeadLetters"]
+
+
+class DeadLetters:
+    """The ``dead_letters`` collection of hostd's database.
+
+    :param db: hostd's own database.
+    """
+
+    def __init__(self, db):
+        self._coll = db["dead_letters"]
+        self._retry_requested: set = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(module: str, handler: str, seq: int) -> str:
+        return f"d|{module}|{handler}|{seq}"
+
+    def add(self, module: str, handler: str, doc: dict, error: str, attempts: int) -> None:
+        """Park log document ``doc`` that ``handler`` of ``module`` keeps failing on."""
+        self._coll.update_one({"_id": self._key(module, handler, doc["seq"])}, {"$set": {
+            "module": module, "handler": handler, "seq": doc["seq"], "eid": doc["eid"],
+            "source": doc.get("source"), "received": doc.get("received"), "event": doc["event"],
+            "error": error, "attempts": attempts, "status": "dead", "at": time.time()}}, upsert=True)
+
+    def list(self, module: str, limit: int = 1000) -> list[dict]:
+        """:returns: the module's dead letters, oldest first."""
+        docs = self._coll.find({"module": module}, {"_id": 0}).sort("seq", 1).limit(limit)
+        return [{"handler": d["handler"], "seq": d["seq"], "id": d["eid"][2:], "event": d["event"],
+                 "error": d["error"], "attempts": d["attempts"], "status": d["status"], "at": d["at"]}
+                for d in docs]
+
+    def count(self, module: str) -> int:
+        """:returns: how many dead letters the module has."""
+        result = list(self._coll.aggregate([{"$match": {"module": module}}, {"$count": "n"}]))
+        return result[0]["n"] if result else 0
+
+    def request_retry(self, module: str) -> int:
+        """Mark every dead letter of ``module`` for re-delivery. :returns: how many."""
+        marked = self._coll.update_many({"module": module}, {"$set": {"status": "retry"}}).matched_count
+        with self._lock:
+            self._retry_requested.add(module)
+        return marked
+
+    def due_for_retry(self, module: str, handler: str, limit: int = 100) -> list[dict]:
+        """:returns: log-document-like dead letters of that handler marked for retry."""
+        with self._lock:
+            if module not in self._retry_requested:
+                return []
+        docs = list(self._coll.find({"module": module, "handler": handler, "status": "retry"})
+                    .sort("seq", 1).limit(limit))
+        if not docs and not list(self._coll.find({"module": module, "status": "retry"}).limit(1)):
+            with self._lock:
+                self._retry_requested.discard(module)
+        return docs
+
+    def retry_failed(self, letter: dict, error: str) -> None:
+        """The handler failed again: back to dead, with the new error."""
+        self._coll.update_one({"_id": letter["_id"]}, {"$set": {"status": "dead", "error": error},
+                                                       "$inc": {"attempts": 1}})
+
+    def remove(self, letter: dict) -> None:
+        """The handler accepted the event this time."""
+        self._coll.delete_one({"_id": letter["_id"]})
