@@ -19,6 +19,7 @@ import time
 
 import pymongo
 from pymongo.errors import AutoReconnect, BulkWriteError
+from pymongo.read_concern import ReadConcern
 
 __all__ = ["event_identity", "EventLog", "Cursors"]
 
@@ -44,8 +45,12 @@ class EventLog:
 
     def __init__(self, db):
         self._db = db
-        self.events = db.get_collection("event_log", write_concern=pymongo.WriteConcern(w=1, j=True))
-        self._counters = db["counters"]
+        # On a replica set an acknowledged event must survive a failover: majority + journal,
+        # and readers only see what is majority-committed (the embedded store ignores both).
+        self.events = db.get_collection("event_log",
+                                        write_concern=pymongo.WriteConcern(w="majority", j=True),
+                                        read_concern=ReadConcern("majority"))
+        self._counters = db.get_collection("counters", write_concern=pymongo.WriteConcern(w="majority", j=True))
 
     def ensure_indexes(self) -> None:
         """Create the unique indexes the log relies on (explicit names)."""
