@@ -97,6 +97,7 @@ class Delivery(threading.Thread):
         self._wake = threading.Event()
         self._states: dict = {}
         self._lock = threading.Condition()
+        self._round: dict = {}
         self.head = 0
 
     def stop(self) -> None:
@@ -138,9 +139,13 @@ class Delivery(threading.Thread):
         client = SandboxClient(self._context, self._host.current_record)
         self.head = self._host.eventlog.head()
         interval = self._host.config["events.poll_interval_s"]
+        refreshed = time.time()
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
+                self._round = {}  # log pages read this round, shared by handlers at one position
+                if time.time() - refreshed > 1.0:  # appends we were not told about (other nodes)
+                    self.head, refreshed = max(self.head, self._host.eventlog.head()), time.time()
                 worked = False
                 for record, handler in self._host.running_handlers(self.modes):
                     if self._stopping.is_set():
@@ -167,14 +172,24 @@ class Delivery(threading.Thread):
             self._states[key] = state
         return state
 
+    def _page(self, position: int, size: int) -> list[dict]:
+        """Read the log after ``position`` once per round, whoever asks."""
+        key = (position, size)
+        if key not in self._round:
+            self._round[key] = self._host.eventlog.read_after(position, size)
+        return self._round[key]
+
     def _read(self, state: HandlerState) -> list[dict]:
+        if state.position >= self.head:
+            return []  # nothing new: no round trip to the store
         if state.failures:
-            return self._host.eventlog.read_after(state.position, 1)
+            return self._page(state.position, 1)
         size = self._host.config["events.batch_size"]
-        docs = self._host.eventlog.read_after(state.position, size)
+        docs = self._page(state.position, size)
         if state.mode == "batch":  # everything since the last run, page by page
+            docs = list(docs)
             while len(docs) % size == 0 and docs and len(docs) < _BATCH_MODE_MAX_EVENTS:
-                more = self._host.eventlog.read_after(docs[-1]["seq"], size)
+                more = self._page(docs[-1]["seq"], size)
                 if not more:
                     break
                 docs.extend(more)
