@@ -5,7 +5,7 @@ import falcon
 
 from sandbox.errors import InsightsError
 
-from .dashboard import DashboardResource, SchemaResource, make_templates
+from .dashboard import DashboardResource, EventPropertiesResource, SchemaResource, make_templates
 from .errors import handle_insights_error, handle_unexpected
 from .resources import (DeadLettersResource, DeadLettersRetryResource, EventResource, FileResource,
                         HealthResource, ModulesResource, QueryResource, ViewResource)
@@ -26,6 +26,7 @@ def create_app(web) -> falcon.App:
     app.add_route("/view/{name}", ViewResource(web))
     app.add_route("/query/{name}", QueryResource(web))
     app.add_route("/schema", SchemaResource(web, templates))
+    app.add_route("/event_properties", EventPropertiesResource(web, templates))
     app.add_route("/modules", ModulesResource(web))
     app.add_route("/modules/{name}/dead_letters", DeadLettersResource(web))
     app.add_route("/modules/{name}/dead_letters/retry", DeadLettersRetryResource(web))

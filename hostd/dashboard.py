@@ -4,7 +4,8 @@ from __future__ import annotations
 import falcon
 import jinja2
 
-__all__ = ["make_templates", "DashboardResource", "SchemaResource", "schema_entries"]
+__all__ = ["make_templates", "DashboardResource", "SchemaResource", "EventPropertiesResource",
+           "schema_entries", "summary"]
 
 
 def summary(doc: str) -> str:
@@ -50,6 +51,22 @@ class SchemaResource:
             resp.text = self._templates.get_template("schema.html").render(entries=entries)
         else:
             resp.media = entries
+
+
+class EventPropertiesResource:
+    """``GET /event_properties``: every event property (namespace, name, sources, doc)."""
+
+    def __init__(self, web, templates):
+        self._web = web
+        self._templates = templates
+
+    def on_get(self, req, resp):
+        properties = self._web.table.snapshot().properties
+        if req.get_param("f") == "html":
+            resp.content_type = falcon.MEDIA_HTML
+            resp.text = self._templates.get_template("event_properties.html").render(properties=properties)
+        else:
+            resp.media = properties
 
 
 class DashboardResource:

@@ -22,6 +22,7 @@ import time
 import mongoquery
 
 from sandbox.errors import InsightsError
+from sandbox.events import Event
 
 from .calls import SandboxClient
 
@@ -31,31 +32,75 @@ log = logging.getLogger("insights.delivery")
 _BATCH_MODE_MAX_EVENTS = 50_000
 
 
-def compile_filter(filter_doc: dict | None, module: str):
+def _filter_paths(filter_doc) -> set[str]:
+    """:returns: every field path a MongoDB-style filter names (through $and/$or/$nor/$not)."""
+    paths = set()
+    if isinstance(filter_doc, dict):
+        for key, value in filter_doc.items():
+            if not key.startswith("$"):
+                paths.add(key)
+            if isinstance(value, (dict, list)):
+                paths |= _filter_paths(value) if key.startswith("$") else set()
+    elif isinstance(filter_doc, list):
+        for item in filter_doc:
+            paths |= _filter_paths(item)
+    return paths
+
+
+def _set_path(document: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    for part in parents:
+        child = document.get(part)
+        document[part] = child = dict(child) if isinstance(child, dict) else {}
+        document = child
+    document[leaf] = value
+
+
+def compile_filter(filter_doc: dict | None, module: str, properties=None):
     """:returns: a predicate over log documents for a handler's ``filter``.
 
-    Without a filter a module does not receive the events it emitted itself, so
-    chains of emitting modules cannot loop by accident; a filter that names
-    ``source`` decides for itself.
+    Paths of the filter that start with an event property (``tincan.verb.id``)
+    are matched against the property's value, computed here in hostd. Without a
+    filter a module does not receive the events it emitted itself, so chains of
+    emitting modules cannot loop by accident; a filter that names ``source``
+    decides for itself.
     """
     own = f"module:{module}"
     if not filter_doc:
         return lambda doc: doc.get("source") != own
     query = mongoquery.Query(filter_doc)
-    if "source" in filter_doc:
-        return lambda doc: query.match({**doc["event"], "source": doc.get("source")})
-    return lambda doc: doc.get("source") != own and query.match(doc["event"])
+    with_source = "source" in filter_doc
+    property_paths = sorted(p for p in _filter_paths(filter_doc)
+                            if properties is not None and properties.property_prefix(p))
+
+    def document(doc):
+        view = doc["event"]
+        if with_source or property_paths:
+            view = dict(view, source=doc.get("source")) if with_source else dict(view)
+        if property_paths:
+            event = Event(doc["event"], {"seq": doc.get("seq"), "source": doc.get("source")}, properties)
+            for path in property_paths:
+                try:
+                    _, value = properties.value_at(event, path)
+                except Exception:  # a property that cannot read this event: no value
+                    value = None
+                _set_path(view, path, value)
+        return view
+
+    if with_source:
+        return lambda doc: query.match(document(doc))
+    return lambda doc: doc.get("source") != own and query.match(document(doc))
 
 
 class HandlerState:
     """What delivery knows about one handler (also shown in ``/modules``)."""
 
-    def __init__(self, module: str, description: dict):
+    def __init__(self, module: str, description: dict, properties=None):
         self.module = module
         self.name = description["name"]
         self.options = description.get("options") or {}
         self.mode = self.options.get("mode", "queued")
-        self.matches = compile_filter(self.options.get("filter"), module)
+        self.matches = compile_filter(self.options.get("filter"), module, properties)
         self.position: int | None = None
         self.handled = 0
         self.failures = 0
@@ -163,7 +208,7 @@ class Delivery(threading.Thread):
         key = (record["name"], handler["name"])
         state = self._states.get(key)
         if state is None or state.options != (handler.get("options") or {}):
-            state = HandlerState(record["name"], handler)
+            state = HandlerState(record["name"], handler, self._host.properties)
             cursors = self._host.cursors
             state.position = cursors.get(record["name"], handler["name"])
             if state.position is None:  # a handler seen for the first time

@@ -20,6 +20,7 @@ import zmq
 
 from sandbox.errors import ModuleLoadError
 from sandbox.loader import MODULE_NAME, read_manifest
+from sandbox.properties import load_registry, properties_file
 
 from . import store as storemod
 from .broker import Broker
@@ -132,12 +133,16 @@ class Host:
 
     :param config: the effective :class:`~hostd.config.Config`.
     :param modules: explicit ``{name: folder}``; default: discovered under ``modules.paths``.
+    :param property_modules: more module folders whose ``properties.py`` is loaded
+        without running the module (the harness uses it for data layers).
     """
 
-    def __init__(self, config: Config, modules: dict | None = None):
+    def __init__(self, config: Config, modules: dict | None = None, property_modules=()):
         self.config = config
         self.paths = HostPaths(Path(config["storage.data_dir"]))
         self._explicit_modules = modules
+        self._property_modules = [Path(p).resolve() for p in property_modules]
+        self.properties = None
         self._supervisors: dict[str, ModuleSupervisor] = {}
         self._table_lock = threading.Lock()
         self._snapshot = Snapshot({})
@@ -212,6 +217,15 @@ class Host:
             found, errors = dict(self._explicit_modules), {}
         else:
             found, errors = discover_modules(self.config["modules.paths"])
+        files = {name: properties_file(folder) for name, folder in found.items()}
+        files.update({p.name: properties_file(p) for p in self._property_modules if p.name not in files})
+        self.properties, property_errors = load_registry({n: f for n, f in files.items() if f})
+        for name, error in property_errors.items():
+            if name in found:
+                errors[name] = error
+            else:
+                raise ModuleLoadError(error)
+        self.properties_files = {n: str(f) for n, f in files.items() if f and n not in property_errors}
         for name, folder in {**found, **{n: None for n in errors}}.items():
             try:
                 manifest_limits = read_manifest(folder)["limits"] if folder else {}
@@ -220,7 +234,7 @@ class Host:
                 limits, errors[name] = self.config.limits(), str(err)
             supervisor = ModuleSupervisor(name, folder or Path("."), limits, self.paths, self.config,
                                           self.store_url, module_fs_key(self.fs_master_key, name),
-                                          self._dirty.set)
+                                          self._dirty.set, self.properties_files)
             if name in errors:
                 supervisor.fail(errors[name])
             self._supervisors[name] = supervisor
@@ -279,6 +293,7 @@ class Host:
         with self._table_lock:
             self._dirty.clear()
             table = {"modules": {name: s.record() for name, s in self._supervisors.items()},
+                     "properties": self.properties.describe() if self.properties else [],
                      "published": time.time()}
             self._snapshot = Snapshot(table)
             write_table(self.paths.table_file, table)
@@ -314,7 +329,7 @@ class Host:
             matches = self._realtime_filters.get(key)
             if matches is None:
                 matches = self._realtime_filters[key] = compile_filter(
-                    (handler.get("options") or {}).get("filter"), record["name"])
+                    (handler.get("options") or {}).get("filter"), record["name"], self.properties)
             if any(matches({"event": event, "source": source}) for event in events):
                 matched.append([record["name"], handler["name"]])
         return matched

@@ -81,6 +81,13 @@ def parse_line(text: str) -> dict | None:
     stripped = text.strip()
     if not stripped or stripped.startswith("#"):
         return None
+    if not stripped.startswith("{"):
+        try:  # a bare JSON value (array, string, number...) gets a precise reason
+            value = json.loads(stripped)
+        except ValueError:
+            pass
+        else:
+            raise _BadLine(f"not a JSON object but {_JSON_KINDS.get(type(value), 'another JSON value')}")
     if stripped.startswith("{"):
         start = text.index("{")
     elif _PREFIX_END in text:
@@ -88,25 +95,26 @@ def parse_line(text: str) -> dict | None:
     elif "{" in text:
         start = text.index("{")
     else:
-        try:  # a bare JSON value (array, string...) deserves a precise reason
-            value = json.loads(stripped)
-        except ValueError:
-            raise _BadLine("no JSON object on the line") from None
-        raise _BadLine(f"not a JSON object but {_JSON_KINDS.get(type(value), 'a JSON value')}")
+        raise _BadLine("no JSON object on the line")
     try:
-        event = json.loads(text[start:])
+        # text[start] is "{": a successful decode is always a dict
+        return json.loads(text[start:])
     except json.JSONDecodeError as err:
-        where = "" if start == 0 else " (after the log prefix)"
+        where = "" if start == len(text) - len(text.lstrip()) else " (after the log prefix)"
         raise _BadLine(f"invalid JSON at column {start + err.pos + 1}{where}: {err.msg}") from None
-    if not isinstance(event, dict):  # e.g. a prefix ending in " - {" before a non-object: cannot happen,
-        raise _BadLine("not a JSON object")  # but json.loads of "{...}" always gives a dict; kept as a guard
-    return event
 
 
 def _decode(raw: bytes, first: bool) -> str:
-    if first and raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    return raw.rstrip(b"\r\n").decode("utf-8")
+    """:returns: the line without its ending (nor a UTF-8 BOM on line 1). :raises UnicodeDecodeError:"""
+    body = raw.rstrip(b"\r\n")
+    if first and body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    return body.decode("utf-8")
+
+
+def _lenient(raw: bytes) -> str:
+    """:returns: the line without its ending, undecodable bytes written ``\\xNN``."""
+    return raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace")
 
 
 def _lines(path, on_line) -> Iterator[tuple[int, bytes | None, str | None]]:
@@ -144,9 +152,9 @@ def read_events(path, on_line: Callable[[int], None] | None = None) -> Iterator[
         try:
             text = _decode(raw, number == 1)
         except UnicodeDecodeError as err:
-            text = raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace")
-            yield Quarantined(source, number, f"not UTF-8: byte 0x{raw[err.start]:02x} at byte "
-                                              f"{err.start + 1}: {err.reason}", text)
+            bad = err.object[err.start]
+            yield Quarantined(source, number, f"not UTF-8: byte 0x{bad:02x} at byte {err.start + 1} "
+                                              f"({err.reason})", _lenient(raw))
             continue
         try:
             event = parse_line(text)
@@ -192,11 +200,10 @@ def read_quarantine(path, on_line: Callable[[int], None] | None = None) -> Itera
         if failure is not None:
             yield Quarantined(source, number, failure, "")
             return
-        text = raw.rstrip(b"\r\n").decode("utf-8", errors="backslashreplace")
         try:
             entry = _quarantine_entry(_decode(raw, number == 1))
         except ValueError as err:  # UnicodeDecodeError and JSONDecodeError included
-            yield Quarantined(source, number, f"malformed quarantine entry: {err}", text)
+            yield Quarantined(source, number, f"malformed quarantine entry: {err}", _lenient(raw))
             continue
         if entry is None:
             continue
@@ -205,8 +212,5 @@ def read_quarantine(path, on_line: Callable[[int], None] | None = None) -> Itera
         except _BadLine as err:
             yield Quarantined(entry["file"], entry["line"], str(err), entry["text"])
             continue
-        if event is None:
-            yield Quarantined(entry["file"], entry["line"], "blank or comment line: nothing to feed",
-                              entry["text"])
-        else:
+        if event is not None:  # an entry blanked out or turned into a comment is dropped
             yield LogEvent(entry["file"], entry["line"], event)

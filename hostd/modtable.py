@@ -38,6 +38,7 @@ class Snapshot:
 
     def __init__(self, table: dict):
         self.modules: dict = table.get("modules", {})
+        self.properties: list = table.get("properties", [])
         self._index: dict = {}
         for record in self.modules.values():
             for endpoint in record.get("endpoints", []):

@@ -50,9 +50,11 @@ class ModuleSupervisor:
     :param store_url: MongoDB URL the sandbox uses for ``db``.
     :param fs_key: the module's key for signing file URLs.
     :param on_change: called (without arguments) after every state change.
+    :param properties_files: ``{module: properties.py}`` every sandbox loads for ``evt.<ns>.<name>``.
     """
 
-    def __init__(self, name, path, limits, paths, settings, store_url, fs_key: bytes, on_change):
+    def __init__(self, name, path, limits, paths, settings, store_url, fs_key: bytes, on_change,
+                 properties_files=None):
         self.name = name
         self.path = Path(path)
         self.limits = limits
@@ -61,6 +63,7 @@ class ModuleSupervisor:
         self._store_url = store_url
         self._fs_key = fs_key
         self._on_change = on_change
+        self._properties_files = dict(properties_files or {})
         self.key = protocol.new_key()
         self.state = "stopped"
         self.process: subprocess.Popen | None = None
@@ -110,6 +113,7 @@ class ModuleSupervisor:
             "fs_root": str(data / "fs"), "fs_key": self._fs_key.hex(),
             "parent_pid": os.getpid(), "log_level": self._settings["logging.level"],
             "call_timeout_s": self.limits["call_timeout_s"],
+            "properties_files": self._properties_files,
         }
 
     def start(self) -> None:

@@ -16,12 +16,19 @@ class Event(Mapping):
         ``None`` when no property is known.
     """
 
-    __slots__ = ("_raw", "_meta", "_properties")
+    __slots__ = ("_raw", "_meta", "_properties", "_cache")
 
     def __init__(self, raw: dict, meta: dict | None = None, properties=None):
         object.__setattr__(self, "_raw", MappingProxyType(dict(raw)))
         object.__setattr__(self, "_meta", MappingProxyType(dict(meta or {})))
         object.__setattr__(self, "_properties", properties)
+        object.__setattr__(self, "_cache", {})
+
+    def _cached(self, key, compute):
+        """A property's value, computed once per event (events are immutable)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     @property
     def event(self) -> Mapping:
@@ -45,9 +52,13 @@ class Event(Mapping):
     def __getattr__(self, name):
         if name.startswith("_"):
             raise AttributeError(name)
-        if self._properties is None:
+        if self._properties is None or self._properties.is_empty():
             raise AttributeError(f"event has no property {name!r}; no event properties are loaded")
         return self._properties.resolve(self, name)
+
+    def __dir__(self):
+        names = ["event", "meta", "keys", "items", "values", "get"]
+        return names + (self._properties.names() if self._properties is not None else [])
 
     def __setattr__(self, name, value):
         raise AttributeError("Event objects are immutable")

@@ -31,6 +31,7 @@ from .events import Event
 from .filestore import FileStore
 from .injection import bind
 from .loader import load_module
+from .properties import build_registry
 from .upcalls import EndpointProxy, Upcaller
 
 __all__ = ["ModuleRuntime", "run", "main"]
@@ -44,10 +45,12 @@ class ModuleRuntime:
     :param loaded: the :class:`~sandbox.loader.LoadedModule`.
     :param spec: the sandbox spec (store URL, fs root and key...).
     :param upcaller: the :class:`~sandbox.upcalls.Upcaller` (proxies, emit, error reports).
+    :param properties: the :class:`~sandbox.properties.PropertyRegistry` events resolve through.
     """
 
-    def __init__(self, loaded, spec: dict, upcaller: Upcaller):
+    def __init__(self, loaded, spec: dict, upcaller: Upcaller, properties=None):
         self.loaded = loaded
+        self.properties = properties
         self._spec = spec
         self._upcaller = upcaller
         self._db = None
@@ -134,7 +137,8 @@ class ModuleRuntime:
             raise BadParameter("params", "must be a map of parameter names to values")
         events = None
         if kind == "handler":
-            events = [Event(item.get("event", {}), item.get("meta")) for item in message.get("events", [])
+            events = [Event(item.get("event", {}), item.get("meta"), self.properties)
+                      for item in message.get("events", [])
                       if isinstance(item, dict)]
         return self.prepare(endpoint, params, events)
 
@@ -223,13 +227,14 @@ class _Server:
     def load(self) -> bool:
         """Load the module; report ``ready`` or ``load_failed``."""
         try:
+            self.properties = build_registry(self.spec.get("properties_files") or {})
             loaded = load_module(self.spec["module_dir"])
         except BaseException as err:  # noqa: B036 - SystemExit at import is a load failure too
             text = "".join(traceback.format_exception(err))
             log.error("module %s failed to load\n%s", self.spec["module"], text)
             self.upcaller.notify("load_failed", module=self.spec["module"], traceback=text)
             return False
-        self.runtime = ModuleRuntime(loaded, self.spec, self.upcaller)
+        self.runtime = ModuleRuntime(loaded, self.spec, self.upcaller, self.properties)
         self.call_socket.bind(self.spec["call_endpoint"])
         self.upcaller.notify("ready", module=loaded.name, pid=os.getpid(), endpoints=loaded.describe(),
                              manifest=loaded.manifest.get("module", {}))

@@ -31,15 +31,18 @@ class ModuleHarness:
     :param data_dir: where the store and files go (default: a temporary folder, removed after).
     :param mongo_url: use this MongoDB instead of starting the embedded store.
     :param settings: other settings by dotted key (``{"limits.call_timeout_s": 5}``).
+    :param properties: more module folders whose ``properties.py`` is loaded (data layers
+        such as ``contrib_modules/tincan``), without running those modules.
     """
 
-    def __init__(self, path, data_dir=None, mongo_url=None, settings=None):
+    def __init__(self, path, data_dir=None, mongo_url=None, settings=None, properties=()):
         self.path = Path(path).resolve()
         self.name = check_module_name(self.path.name)
         self._own_dir = data_dir is None
         self._data_dir = data_dir
         self._mongo_url = mongo_url
         self._settings = dict(settings or {})
+        self._property_modules = list(properties)
         self.host = None
 
     def start(self) -> "ModuleHarness":
@@ -52,7 +55,7 @@ class ModuleHarness:
             self._data_dir = tempfile.mkdtemp(prefix=f"insights-{self.name}-")
         config = load_config(None, {**self._settings, "storage.data_dir": str(self._data_dir),
                                     "storage.mongo_url": self._mongo_url})
-        self.host = Host(config, modules={self.name: self.path})
+        self.host = Host(config, modules={self.name: self.path}, property_modules=self._property_modules)
         try:
             self.host.start()
             self.host.wait_ready(config["limits.start_timeout_s"] + 5)
