@@ -28,6 +28,7 @@ setup(
         "mongoquery>=1.4,<2",
         "requests>=2.31,<3",
         "tqdm>=4.66,<5",
+        "watchfiles>=0.21,<2",
     ],
     extras_require={
         "test": [

@@ -37,6 +37,8 @@ SETTINGS = (
             "On SIGTERM, how long in-flight requests may take to finish."),
     Setting("modules.paths", ["contrib_modules"], list,
             "Folders holding module folders (relative paths: from the current directory)."),
+    Setting("modules.reload", True, bool,
+            "Start, restart or stop modules when their folders are added, changed or removed."),
     Setting("storage.data_dir", "./insights-data", str,
             "Private folder for the embedded store, sockets, module files and logs."),
     Setting("storage.mongo_url", "", str,

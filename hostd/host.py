@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from .delivery import Delivery, compile_filter
 from .eventlog import Cursors, EventLog
 from .ingest import IngestThread
 from .modtable import Snapshot, write_table
+from .reloader import Reloader
 from .supervisor import ModuleSupervisor
 
 __all__ = ["HostPaths", "Host", "discover_modules", "module_fs_key"]
@@ -147,6 +149,7 @@ class Host:
         self._table_lock = threading.Lock()
         self._snapshot = Snapshot({})
         self._dirty = threading.Event()
+        self._reload_requests: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self._lock = None
         self._store = None
@@ -185,6 +188,9 @@ class Host:
             self._monitor = threading.Thread(target=self._monitor_loop, name="insights-monitor",
                                              daemon=True)
             self._monitor.start()
+            if self._explicit_modules is None and self.config["modules.reload"]:
+                self.reloader = Reloader(self.config["modules.paths"], self._reload_requests.put)
+                self.reloader.start()
         except BaseException:
             self.stop()
             raise
@@ -227,23 +233,58 @@ class Host:
                 raise ModuleLoadError(error)
         self.properties_files = {n: str(f) for n, f in files.items() if f and n not in property_errors}
         for name, folder in {**found, **{n: None for n in errors}}.items():
-            try:
-                manifest_limits = read_manifest(folder)["limits"] if folder else {}
-                limits = self.config.limits(manifest_limits, origin=f"{folder}/module.toml")
-            except (ModuleLoadError, ValueError) as err:
-                limits, errors[name] = self.config.limits(), str(err)
-            supervisor = ModuleSupervisor(name, folder or Path("."), limits, self.paths, self.config,
-                                          self.store_url, module_fs_key(self.fs_master_key, name),
-                                          self._dirty.set, self.properties_files)
-            if name in errors:
-                supervisor.fail(errors[name])
+            self._supervisors[name] = self._new_supervisor(name, folder, errors.get(name))
+        self.publish()
+
+    def _new_supervisor(self, name: str, folder, error: str | None = None) -> ModuleSupervisor:
+        """A supervisor for one module folder (failed at once when ``error`` or its module.toml is bad)."""
+        try:
+            manifest_limits = read_manifest(folder)["limits"] if folder else {}
+            limits = self.config.limits(manifest_limits, origin=f"{folder}/module.toml")
+        except (ModuleLoadError, ValueError) as err:
+            limits, error = self.config.limits(), error or str(err)
+        supervisor = ModuleSupervisor(name, folder or Path("."), limits, self.paths, self.config,
+                                      self.store_url, module_fs_key(self.fs_master_key, name),
+                                      self._dirty.set, self.properties_files)
+        if error:
+            supervisor.fail(error)
+        return supervisor
+
+    def reload_modules(self, names) -> None:
+        """Start added, restart changed and stop removed module folders (hot reload).
+
+        Other modules are not touched. A changed ``properties.py`` updates hostd's
+        filters at once; other sandboxes see it when they next restart.
+        """
+        if self._explicit_modules is not None:
+            return
+        found, errors = discover_modules(self.config["modules.paths"])
+        files = {name: properties_file(folder) for name, folder in found.items()}
+        files.update({p.name: properties_file(p) for p in self._property_modules if p.name not in files})
+        self.properties, property_errors = load_registry({n: f for n, f in files.items() if f})
+        self.properties_files = {n: str(f) for n, f in files.items() if f and n not in property_errors}
+        self._realtime_filters.clear()
+        for name in sorted(names):
+            old = self._supervisors.get(name)
+            if old is not None:
+                old.stop()  # changed or removed: its process goes before anyone is told
+                self.publish()
+                del self._supervisors[name]
+            if name not in found and name not in errors:
+                log.info("module %s removed", name)
+                continue
+            supervisor = self._new_supervisor(name, found.get(name), errors.get(name) or property_errors.get(name))
+            if old is not None:
+                supervisor.restarts = old.restarts
             self._supervisors[name] = supervisor
+            if supervisor.state != "failed":
+                supervisor.start()
         self.publish()
 
     def stop(self) -> None:
         """Stop sandboxes, threads and the store; release the data dir. Idempotent."""
         self._stopping.set()
-        for attribute in ("delivery", "realtime"):
+        for attribute in ("reloader", "delivery", "realtime"):
             thread = getattr(self, attribute, None)
             if thread is not None:
                 thread.stop()
@@ -279,6 +320,12 @@ class Host:
 
     def _monitor_loop(self) -> None:
         while not self._stopping.is_set():
+            try:  # reloads happen here, on the thread that spawns sandboxes (PDEATHSIG follows it)
+                self.reload_modules(self._reload_requests.get_nowait())
+            except queue.Empty:
+                pass
+            except Exception:
+                log.exception("hot reload failed")
             for supervisor in list(self._supervisors.values()):
                 try:
                     supervisor.tick()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from sandbox.errors import EndpointNotFound, ModuleNotRunning
@@ -70,8 +71,15 @@ class Snapshot:
         return out
 
 
+_FRESH_NS = 100_000_000  # file timestamps are coarse (a clock tick): two writes may share one
+
+
 class ModuleTableReader:
     """Reads the table file, re-reading it only when it was replaced.
+
+    The file's (inode, mtime, size) tells when it changed, except for two
+    replacements within one timestamp tick (inodes are reused, sizes may match):
+    so a read made while the file was less than 100 ms old is repeated once more.
 
     :param path: the table file.
     """
@@ -79,6 +87,7 @@ class ModuleTableReader:
     def __init__(self, path: str | Path):
         self._path = str(path)
         self._stamp = None
+        self._read_at_ns = 0
         self._snapshot = Snapshot({})
 
     def snapshot(self) -> Snapshot:
@@ -88,11 +97,12 @@ class ModuleTableReader:
         except FileNotFoundError:
             return self._snapshot
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
+        if stamp != self._stamp or self._read_at_ns < st.st_mtime_ns + _FRESH_NS:
             try:
+                read_at = time.time_ns()
                 with open(self._path, encoding="utf-8") as handle:
                     self._snapshot = Snapshot(json.load(handle))
-                self._stamp = stamp
+                self._stamp, self._read_at_ns = stamp, read_at
             except (OSError, ValueError):
                 pass  # replaced while reading: keep the last good one, retry next time
         return self._snapshot
