@@ -25,6 +25,7 @@ from sandbox.properties import load_registry, properties_file
 
 from . import store as storemod
 from .broker import Broker
+from .cgroups import CgroupManager
 from .config import Config
 from .deadletters import DeadLetters
 from .delivery import Delivery, compile_filter
@@ -166,6 +167,12 @@ class Host:
         self._lock.acquire()
         try:
             self._start_store()
+            self.cgroups = CgroupManager()
+            if self.cgroups.available:
+                log.info("confinement: per-sandbox cgroups (memory, processes) and rlimits")
+            else:
+                log.warning("confinement: no cgroups (%s); memory is limited by address space only,"
+                            " processes only when sandboxes have a uid of their own", self.cgroups.reason)
             self.control_key = _secret(self.paths.run / "control.key")
             self.fs_master_key = _secret(self.paths.data / "fs.key")
             self.context = zmq.Context()
@@ -245,7 +252,7 @@ class Host:
             limits, error = self.config.limits(), error or str(err)
         supervisor = ModuleSupervisor(name, folder or Path("."), limits, self.paths, self.config,
                                       self.store_url, module_fs_key(self.fs_master_key, name),
-                                      self._dirty.set, self.properties_files)
+                                      self._dirty.set, self.properties_files, self.cgroups)
         if error:
             supervisor.fail(error)
         return supervisor
@@ -304,6 +311,8 @@ class Host:
         if self.client is not None:
             self.client.close()
             self.client = None
+        if getattr(self, "cgroups", None) is not None:
+            self.cgroups.close()
         if self._store is not None:
             self._store.stop()
             self._store = None
@@ -405,7 +414,7 @@ class Host:
         return False
 
     # -- reports from sandboxes and threads ----------------------------------
-    def on_ready(self, module: str, pid: int, endpoints: list, manifest: dict) -> None:
+    def on_ready(self, module: str, pid: int, endpoints: list, manifest: dict, confinement=None) -> None:
         """A sandbox loaded its module: check its names do not collide with another module's."""
         supervisor = self._supervisors.get(module)
         if supervisor is None:
@@ -423,7 +432,7 @@ class Host:
                 supervisor.fail(f"{kind} {name!r} is defined by both module {other.name!r}"
                                 f" ({other.path}) and module {module!r} ({supervisor.path})")
                 return
-        supervisor.on_ready(pid, endpoints, manifest)
+        supervisor.on_ready(pid, endpoints, manifest, confinement)
 
     def _on_appended(self, seq: int) -> None:
         for name in ("realtime", "delivery"):
@@ -439,7 +448,7 @@ class Host:
             record = supervisor.record()
             handlers = {s.name: s.stats(head)
                         for thread in (self.delivery, self.realtime) for s in thread.states(name)}
-            out[name] = {key: record[key] for key in ("state", "pid", "restarts", "last_error")}
+            out[name] = {key: record[key] for key in ("state", "pid", "restarts", "last_error", "confinement")}
             out[name].update(lag=sum(h["lag"] for h in handlers.values()),
                              handled=sum(h["handled"] for h in handlers.values()),
                              dead_letters=self.dead_letters.count(name), handlers=handlers,

@@ -51,10 +51,11 @@ class ModuleSupervisor:
     :param fs_key: the module's key for signing file URLs.
     :param on_change: called (without arguments) after every state change.
     :param properties_files: ``{module: properties.py}`` every sandbox loads for ``evt.<ns>.<name>``.
+    :param cgroups: the host's :class:`~hostd.cgroups.CgroupManager` (or None).
     """
 
     def __init__(self, name, path, limits, paths, settings, store_url, fs_key: bytes, on_change,
-                 properties_files=None):
+                 properties_files=None, cgroups=None):
         self.name = name
         self.path = Path(path)
         self.limits = limits
@@ -64,6 +65,10 @@ class ModuleSupervisor:
         self._fs_key = fs_key
         self._on_change = on_change
         self._properties_files = dict(properties_files or {})
+        self._cgroups = cgroups
+        self._cgroup = None
+        self._counters = {"oom_kill": 0, "pids_max": 0}
+        self.confinement: dict = {}
         self.key = protocol.new_key()
         self.state = "stopped"
         self.process: subprocess.Popen | None = None
@@ -95,7 +100,7 @@ class ModuleSupervisor:
                     "restarts": self.restarts, "last_error": self.last_error,
                     "started_at": self.started_at, "call_endpoint": self.call_endpoint,
                     "key": self.key.hex(), "endpoints": self.endpoints, "manifest": self.manifest,
-                    "limits": self.limits}
+                    "limits": self.limits, "confinement": self.confinement}
 
     # -- transitions ---------------------------------------------------------
     def _set_state(self, state: str) -> None:
@@ -114,7 +119,23 @@ class ModuleSupervisor:
             "parent_pid": os.getpid(), "log_level": self._settings["logging.level"],
             "call_timeout_s": self.limits["call_timeout_s"],
             "properties_files": self._properties_files,
+            "confinement": self._confinement_plan(),
         }
+
+    def _confinement_plan(self) -> dict:
+        memory = self.limits["memory_mb"]
+        if self._cgroups is not None and self._cgroups.available:
+            if self._cgroup is not None:
+                self._cgroup.remove()
+            self._cgroup = self._cgroups.create(self.name, memory, self.limits["max_processes"])
+        if self._cgroup is not None:
+            self._counters = self._cgroup.counters()
+        # Address space counts virtual memory (~450 MiB for numpy+zmq+pymongo at rest): a
+        # backstop well above the cgroup's real limit, or the only limit without cgroups.
+        address_space = memory * 4 + 1024 if self._cgroup is not None else memory + 512
+        return {"memory_mb": memory, "max_processes": self.limits["max_processes"],
+                "max_open_files": self.limits["max_open_files"], "address_space_mb": address_space,
+                "cgroup_procs": self._cgroup.procs_files if self._cgroup is not None else []}
 
     def start(self) -> None:
         """Spawn the sandbox (a fresh interpreter running ``python -m sandbox``)."""
@@ -144,12 +165,13 @@ class ModuleSupervisor:
             self.ready_at = None
             self._set_state("starting")
 
-    def on_ready(self, pid: int, endpoints: list, manifest: dict) -> bool:
+    def on_ready(self, pid: int, endpoints: list, manifest: dict, confinement: dict | None = None) -> bool:
         """The sandbox loaded its module. :returns: False if the report is stale."""
         with self._lock:
             if self.pid != pid or self.state != "starting":
                 return False
             self.endpoints, self.manifest = endpoints, manifest
+            self.confinement = dict(confinement or {})
             self.ready_at = time.time()
             self._set_state("running")  # starting -> running
             return True
@@ -195,8 +217,21 @@ class ModuleSupervisor:
                 return
             log.warning("module %s: sandbox exited with status %s", self.name, status)
             if self.last_error is None or self.state == "running":
-                self.last_error = f"sandbox process exited with status {status}"
+                self.last_error = self._death_reason(status)
             self._died(now)
+
+    def _death_reason(self, status: int) -> str:
+        """Why the sandbox died, from the cgroup counters when there are any."""
+        if self._cgroup is not None:
+            counters = self._cgroup.counters()
+            if counters["oom_kill"] > self._counters["oom_kill"]:
+                return f"killed: over its memory limit ({self.limits['memory_mb']} MiB)"
+            if counters["pids_max"] > self._counters["pids_max"] and status != 0:
+                return (f"sandbox exited with status {status} after hitting its process limit"
+                        f" ({self.limits['max_processes']})")
+        if status == -signal.SIGXCPU:
+            return "killed: over its CPU limit"
+        return f"sandbox process exited with status {status}"
 
     def _died(self, now: float) -> None:
         uptime = now - (self.ready_at or now)
@@ -237,4 +272,7 @@ class ModuleSupervisor:
         with self._lock:
             self._kill()
             self.process = None
+            if self._cgroup is not None:
+                self._cgroup.remove()  # with whatever it left behind
+                self._cgroup = None
             self._set_state("stopped")  # any -> stopped

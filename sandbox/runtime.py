@@ -24,7 +24,7 @@ import traceback
 
 import zmq
 
-from . import protocol
+from . import confine, protocol
 from .cache import Cache
 from .errors import BadParameter, EndpointNotFound, ModuleTimeout
 from .events import Event
@@ -237,7 +237,7 @@ class _Server:
         self.runtime = ModuleRuntime(loaded, self.spec, self.upcaller, self.properties)
         self.call_socket.bind(self.spec["call_endpoint"])
         self.upcaller.notify("ready", module=loaded.name, pid=os.getpid(), endpoints=loaded.describe(),
-                             manifest=loaded.manifest.get("module", {}))
+                             manifest=loaded.manifest.get("module", {}), confinement=self.spec.get("enforced", {}))
         return True
 
     def serve_forever(self) -> None:
@@ -252,18 +252,9 @@ class _Server:
                 return
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL us when the spawning thread of hostd exits (Linux)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 def run(spec: dict) -> int:
     """Run one sandbox with ``spec``; :returns: the exit status."""
-    _die_with_parent()
+    spec["enforced"] = confine.apply(spec.get("confinement") or {})
     if spec.get("parent_pid") and os.getppid() != spec["parent_pid"]:
         return 1
     logging.basicConfig(level=spec.get("log_level", "INFO"),
