@@ -23,6 +23,7 @@ knows whose key verifies a message; a restarted sandbox takes the id over.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -53,6 +54,8 @@ class Broker(threading.Thread):
         self._targets: dict = {}   # module name -> (key, DEALER, Signer)
         self.dropped = 0
         self._waiters: list = []   # (identity, request, handlers, seq, deadline)
+        self._binds: list = []     # (endpoint, uid, threading.Event): upcall sockets to bind
+        self._bound_endpoints: set = set()
         self._bound = threading.Event()
 
     def wait_bound(self, timeout: float = 10.0) -> None:
@@ -63,6 +66,37 @@ class Broker(threading.Thread):
     def stop(self) -> None:
         """Ask the loop to end (it closes its sockets itself)."""
         self._stopping.set()
+
+    def ensure_upcall(self, module: str, endpoint: str, uid: int | None, timeout_s: float = 10.0) -> None:
+        """Have the upcall socket also listen at a module's own ``endpoint`` (owned by ``uid``).
+
+        :raises RuntimeError: the broker did not bind it in time.
+        """
+        done = threading.Event()
+        self._binds.append((endpoint, uid, done))
+        self._wake_up()
+        if not done.wait(timeout_s):
+            raise RuntimeError(f"broker did not bind the upcall socket of {module}")
+
+    def _wake_up(self) -> None:
+        notify = getattr(self, "_waker", None)
+        if notify is None:
+            notify = self._waker = self.progress_notifier()
+        notify()
+
+    def _bind_pending(self) -> None:
+        while self._binds:
+            endpoint, uid, done = self._binds.pop(0)
+            if endpoint not in self._bound_endpoints:
+                path = endpoint[len("ipc://"):]
+                if os.path.exists(path):
+                    os.unlink(path)
+                self._upcalls.bind(endpoint)
+                self._bound_endpoints.add(endpoint)
+                os.chmod(path, 0o600)
+                if uid is not None:
+                    os.chown(path, uid, uid)
+            done.set()
 
     def progress_notifier(self):
         """:returns: a function any thread may call when a realtime handler moved on."""
@@ -101,7 +135,6 @@ class Broker(threading.Thread):
         self._upcalls = self._context.socket(zmq.ROUTER)
         self._upcalls.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self._upcalls.setsockopt(zmq.LINGER, 0)
-        self._upcalls.bind(self._host.paths.upcall_endpoint)
         self._ingest = self._context.socket(zmq.DEALER)
         self._ingest.setsockopt(zmq.LINGER, 0)
         self._ingest.connect(self._host.paths.ingest_endpoint)
@@ -130,6 +163,7 @@ class Broker(threading.Thread):
                         elif sock is self._progress:
                             while sock.poll(0):
                                 sock.recv()
+                            self._bind_pending()
                             self._check_waiters()
                         else:
                             self._on_reply(sock)

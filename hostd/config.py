@@ -63,6 +63,10 @@ SETTINGS = (
             "Quick deaths in a row after which a module is reported as crashloop."),
     Setting("supervisor.stable_after_s", 10.0, float,
             "A sandbox up this long is healthy again: its backoff is reset."),
+    Setting("sandbox.isolation", "auto", str,
+            "auto: when hostd runs as root, each sandbox gets its own uid, no network (the store"
+            " through a relay limited to its database) and a private view of the filesystem; off: never."),
+    Setting("sandbox.uid_base", 61000, int, "First of the uids given to sandboxes (one per module)."),
     Setting("events.batch_size", 500, int, "Events read from the log and delivered per handler call."),
     Setting("events.poll_interval_s", 0.05, float, "How often idle consumers look for new events."),
     Setting("logging.level", "INFO", str, "Log level of hostd and the sandboxes."),

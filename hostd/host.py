@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import queue
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from sandbox.properties import load_registry, properties_file
 from . import store as storemod
 from .broker import Broker
 from .cgroups import CgroupManager
+from .isolation import Isolation
 from .config import Config
 from .deadletters import DeadLetters
 from .delivery import Delivery, compile_filter
@@ -38,6 +40,7 @@ from .supervisor import ModuleSupervisor
 __all__ = ["HostPaths", "Host", "discover_modules", "module_fs_key"]
 
 log = logging.getLogger("insights.host")
+_MAX_IPC_DIR = 60  # + "/<module name up to 32>/upcall.sock" stays under the 107-byte socket limit
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,16 @@ class HostPaths:
 
     @property
     def ipc(self) -> Path:
-        """Private (0700) folder of the ipc:// sockets."""
-        return self.data / "ipc"
+        """Private (0700) folder of the ipc:// sockets.
+
+        Unix socket paths are limited to 107 bytes: under a deep data dir the
+        folder moves to a short per-data-dir path in the temporary folder.
+        """
+        inside = self.data / "ipc"
+        if len(str(inside)) <= _MAX_IPC_DIR:
+            return inside
+        digest = hashlib.sha256(str(self.data.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"insights-ipc-{digest}"
 
     @property
     def logs(self) -> Path:
@@ -65,9 +76,9 @@ class HostPaths:
         """A module's own folder (its ``fs`` lives in ``fs/`` there)."""
         return self.data / "modules" / module
 
-    @property
-    def upcall_endpoint(self) -> str:
-        return f"ipc://{self.ipc / 'upcall.sock'}"
+    def module_ipc(self, module: str) -> Path:
+        """A module's private (0700) folder of sockets: call, upcall and store."""
+        return self.ipc / module
 
     @property
     def ingest_endpoint(self) -> str:
@@ -168,6 +179,7 @@ class Host:
         try:
             self._start_store()
             self.cgroups = CgroupManager()
+            self.isolation = self._isolation()
             if self.cgroups.available:
                 log.info("confinement: per-sandbox cgroups (memory, processes) and rlimits")
             else:
@@ -215,6 +227,20 @@ class Host:
         self.cursors = Cursors(db)
         self.dead_letters = DeadLetters(db)
 
+    def _isolation(self):
+        """:returns: a :class:`~hostd.isolation.Isolation` when sandboxes are isolated, else None."""
+        mode = self.config["sandbox.isolation"]
+        if mode not in ("auto", "off"):
+            raise ValueError(f"sandbox.isolation must be auto or off, not {mode!r}")
+        if mode == "off" or os.geteuid() != 0:
+            log.warning("isolation: off (%s): sandboxes share hostd's uid, network and files",
+                        "sandbox.isolation = off" if mode == "off" else "hostd is not root")
+            return None
+        isolation = Isolation(self.paths, self.config, self.store_url)
+        log.info("isolation: per-module uids from %d, no network, store through a relay limited to"
+                 " each module's database, private filesystem view", self.config["sandbox.uid_base"])
+        return isolation
+
     def _write_runtime(self) -> None:
         runtime = {"config": self.config.as_dict(), "table_file": str(self.paths.table_file),
                    "ingest_endpoint": self.paths.ingest_endpoint,
@@ -252,7 +278,8 @@ class Host:
             limits, error = self.config.limits(), error or str(err)
         supervisor = ModuleSupervisor(name, folder or Path("."), limits, self.paths, self.config,
                                       self.store_url, module_fs_key(self.fs_master_key, name),
-                                      self._dirty.set, self.properties_files, self.cgroups)
+                                      self._dirty.set, self.properties_files, self.cgroups,
+                                      self.isolation, self.broker)
         if error:
             supervisor.fail(error)
         return supervisor
@@ -306,13 +333,16 @@ class Host:
                 thread.stop()
                 thread.join(5)
         if getattr(self, "context", None) is not None:
-            self.context.term()
+            # every thread using it has stopped; this also closes the wake-up sockets they left
+            self.context.destroy(linger=0)
             self.context = None
         if self.client is not None:
             self.client.close()
             self.client = None
         if getattr(self, "cgroups", None) is not None:
             self.cgroups.close()
+        if getattr(self, "isolation", None) is not None:
+            self.isolation.close()
         if self._store is not None:
             self._store.stop()
             self._store = None

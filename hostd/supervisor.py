@@ -52,10 +52,12 @@ class ModuleSupervisor:
     :param on_change: called (without arguments) after every state change.
     :param properties_files: ``{module: properties.py}`` every sandbox loads for ``evt.<ns>.<name>``.
     :param cgroups: the host's :class:`~hostd.cgroups.CgroupManager` (or None).
+    :param isolation: the host's :class:`~hostd.isolation.Isolation` (None: not isolated).
+    :param broker: the host's :class:`~hostd.broker.Broker` (binds the module's upcall socket).
     """
 
     def __init__(self, name, path, limits, paths, settings, store_url, fs_key: bytes, on_change,
-                 properties_files=None, cgroups=None):
+                 properties_files=None, cgroups=None, isolation=None, broker=None):
         self.name = name
         self.path = Path(path)
         self.limits = limits
@@ -66,6 +68,8 @@ class ModuleSupervisor:
         self._on_change = on_change
         self._properties_files = dict(properties_files or {})
         self._cgroups = cgroups
+        self._isolation = isolation
+        self._broker = broker
         self._cgroup = None
         self._counters = {"oom_kill": 0, "pids_max": 0}
         self.confinement: dict = {}
@@ -91,7 +95,12 @@ class ModuleSupervisor:
     @property
     def call_endpoint(self) -> str:
         """The sandbox's ``call`` socket."""
-        return f"ipc://{self._paths.ipc / (self.name + '.call')}"
+        return f"ipc://{self._paths.module_ipc(self.name) / 'call.sock'}"
+
+    @property
+    def upcall_endpoint(self) -> str:
+        """hostd's end of the module's upcall channel."""
+        return f"ipc://{self._paths.module_ipc(self.name) / 'upcall.sock'}"
 
     def record(self) -> dict:
         """:returns: this module's entry of the module table."""
@@ -111,15 +120,24 @@ class ModuleSupervisor:
 
     def _spec(self) -> dict:
         data = self._paths.module_data(self.name)
+        ipc = self._paths.module_ipc(self.name)
+        ipc.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (data / "fs").mkdir(parents=True, exist_ok=True)
+        store_url, isolation, uid = self._store_url, {}, None
+        if self._isolation is not None:
+            store_url, isolation = self._isolation.prepare(self.name, self.path, self._properties_files)
+            uid = isolation["uid"]
+        if self._broker is not None:
+            self._broker.ensure_upcall(self.name, self.upcall_endpoint, uid)
         return {
             "module": self.name, "module_dir": str(self.path), "key": self.key.hex(),
-            "call_endpoint": self.call_endpoint, "upcall_endpoint": self._paths.upcall_endpoint,
-            "store_url": self._store_url, "db_name": f"mod_{self.name}",
+            "call_endpoint": self.call_endpoint, "upcall_endpoint": self.upcall_endpoint,
+            "store_url": store_url, "db_name": f"mod_{self.name}",
             "fs_root": str(data / "fs"), "fs_key": self._fs_key.hex(),
             "parent_pid": os.getpid(), "log_level": self._settings["logging.level"],
             "call_timeout_s": self.limits["call_timeout_s"],
             "properties_files": self._properties_files,
-            "confinement": self._confinement_plan(),
+            "confinement": {**self._confinement_plan(), **isolation},
         }
 
     def _confinement_plan(self) -> dict:
@@ -143,15 +161,23 @@ class ModuleSupervisor:
             if self.process is not None and self.process.poll() is None:
                 return
             spec_path = self._paths.run / f"{self.name}.spec.json"
-            fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self._spec(), handle)
+            os.close(os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # 0600 first
             data = self._paths.module_data(self.name)
             data.mkdir(parents=True, exist_ok=True)
             env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "LANG", "LC_", "PATH", "HOME", "TZ"))}
             env.update(PYTHONPATH=_sandbox_pythonpath(), MALLOC_ARENA_MAX="2",
                        OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1",
-                       MPLCONFIGDIR=str(data / "mpl"))
+                       MPLCONFIGDIR=str(data / "mpl"), HOME=str(data), TMPDIR="/tmp",
+                       USER=f"insights-{self.name}", PYTHONDONTWRITEBYTECODE="1")
+            try:
+                spec = self._spec()
+            except Exception as err:  # e.g. the store relay or the upcall socket could not be set up
+                log.exception("module %s: cannot prepare its sandbox", self.name)
+                self.last_error = f"cannot prepare the sandbox: {err}"
+                self._died(time.time())
+                return
+            with open(spec_path, "w", encoding="utf-8") as handle:
+                json.dump(spec, handle)
             log_file = open(self._paths.logs / f"{self.name}.log", "ab")
             try:
                 # A -> starting
@@ -275,4 +301,6 @@ class ModuleSupervisor:
             if self._cgroup is not None:
                 self._cgroup.remove()  # with whatever it left behind
                 self._cgroup = None
+            if self._isolation is not None:
+                self._isolation.release(self.name)
             self._set_state("stopped")  # any -> stopped
