@@ -34,6 +34,7 @@ setup(
         "test": [
             "pytest>=8,<10",
             "pytest-timeout>=2.3,<3",
+            "tincan==1.0.0",
         ],
     },
     entry_points={

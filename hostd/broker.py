@@ -11,7 +11,7 @@ One thread, one ZeroMQ poll loop, never blocking on a sandbox:
 
 It also serves the control socket that web workers use (signed with the
 control key): ``status_request`` (the ``/modules`` answer),
-``realtime_wait_request`` (answered once the given realtime handlers are past a
+``stored_events_request`` (logged events by identity), ``realtime_wait_request`` (answered once the given realtime handlers are past a
 log position, or with a timeout error at the deadline), ``dead_letters_request``
 and ``dead_letters_retry_request``, and ``timeout_report`` (a call overran its
 deadline: the sandbox is killed and restarted). Delivery threads wake the loop
@@ -225,6 +225,9 @@ class Broker(threading.Thread):
             self._waiters.append((identity, message, [tuple(h) for h in message.get("handlers") or []],
                                   message.get("seq") or 0, message.get("deadline") or time.time()))
             self._check_waiters()
+        elif kind == "stored_events_request":
+            ids = [str(i) for i in (message.get("ids") or [])][:1000]
+            self._control_reply(identity, protocol.reply_ok(message, self._host.eventlog.events_by_id(ids)))
         elif kind in ("dead_letters_request", "dead_letters_retry_request"):
             self._control_reply(identity, self._dead_letters(message))
         elif kind == "timeout_report":

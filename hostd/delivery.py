@@ -69,7 +69,7 @@ def compile_filter(filter_doc: dict | None, module: str, properties=None):
     if not filter_doc:
         return lambda doc: doc.get("source") != own
     query = mongoquery.Query(filter_doc)
-    with_source = "source" in filter_doc
+    with_source = "source" in _filter_paths(filter_doc)
     property_paths = sorted(p for p in _filter_paths(filter_doc)
                             if properties is not None and properties.property_prefix(p))
 
@@ -82,8 +82,8 @@ def compile_filter(filter_doc: dict | None, module: str, properties=None):
             for path in property_paths:
                 try:
                     _, value = properties.value_at(event, path)
-                except Exception:  # a property that cannot read this event: no value
-                    value = None
+                except Exception:  # a property that cannot read this event: the path is absent
+                    continue
                 _set_path(view, path, value)
         return view
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 
 import pymongo
@@ -22,6 +23,15 @@ from pymongo.errors import AutoReconnect, BulkWriteError
 from pymongo.read_concern import ReadConcern
 
 __all__ = ["event_identity", "EventLog", "Cursors"]
+
+
+def _duplicate_field(error: dict) -> str | None:
+    """Which unique index a code-11000 error is about: ``"seq"``, ``"eid"`` or None."""
+    pattern = error.get("keyPattern") or {}
+    for field in ("seq", "eid"):
+        if field in pattern or re.search(rf"\b(idx_\w*_{field}|{field}_unique)\b", error.get("errmsg", "")):
+            return field
+    return None
 
 _EID_PREFIX = "i|"  # identities never start with a date (the embedded store mis-compares those)
 
@@ -41,21 +51,28 @@ class EventLog:
     """The log collection of hostd's database.
 
     :param db: hostd's own ``pymongo`` database.
+    :param state_db: where the ``seq`` counter lives (not journaled: see :meth:`ensure_indexes`).
     """
 
-    def __init__(self, db):
+    def __init__(self, db, state_db=None):
         self._db = db
         # On a replica set an acknowledged event must survive a failover: majority + journal,
         # and readers only see what is majority-committed (the embedded store ignores both).
         self.events = db.get_collection("event_log",
                                         write_concern=pymongo.WriteConcern(w="majority", j=True),
                                         read_concern=ReadConcern("majority"))
-        self._counters = db.get_collection("counters", write_concern=pymongo.WriteConcern(w="majority", j=True))
+        self._counters = (state_db if state_db is not None else db)["counters"]
 
     def ensure_indexes(self) -> None:
-        """Create the unique indexes the log relies on (explicit names)."""
+        """Create the unique indexes the log relies on (explicit names), and reconcile the counter.
+
+        The counter is not journaled (one fewer disk sync per append): if a crash
+        lost some of its increments, raising it to the log's head here means a
+        ``seq`` already in the log is never handed out again.
+        """
         self.events.create_index([("seq", 1)], unique=True, name="seq_unique")
         self.events.create_index([("eid", 1)], unique=True, name="eid_unique")
+        self._counters.update_one({"_id": "event_seq"}, {"$max": {"value": self.head()}}, upsert=True)
 
     def _reserve(self, count: int) -> int:
         """:returns: the first of ``count`` fresh sequence numbers."""
@@ -67,52 +84,76 @@ class EventLog:
     def append(self, events: list[dict], source: str) -> dict:
         """Durably log the events that are new; the caller is the only appender.
 
+        Duplicates are found by the unique index while inserting (no query first
+        in the common case); their reserved ``seq`` stays unused, a gap readers
+        simply never see filled.
+
         :param events: event dicts (already validated).
         :param source: ``http``, ``xapi`` or ``module:<name>``.
         :returns: ``{"accepted", "duplicates", "ids", "new_ids", "last_seq"}``; ``ids`` in
             request order, ``new_ids`` those first logged now.
         """
         ids = [event_identity(e) for e in events]
-        eids = [_EID_PREFIX + i for i in ids]
-        known = set()
-        unique = list(dict.fromkeys(eids))
-        for start in range(0, len(unique), 1000):
-            chunk = unique[start:start + 1000]
-            known.update(d["eid"] for d in self.events.find({"eid": {"$in": chunk}}, {"eid": 1, "_id": 0}))
-        fresh, seen = [], set(known)
-        for eid, event in zip(eids, events):
-            if eid not in seen:
-                seen.add(eid)
-                fresh.append((eid, event))
-        last_seq = None
+        fresh, seen = [], set()
+        for identity, event in zip(ids, events):
+            if identity not in seen:  # the same event twice in one request is logged once
+                seen.add(identity)
+                fresh.append((_EID_PREFIX + identity, event))
+        written = []
         if fresh:
             first = self._reserve(len(fresh))
             now = time.time()
             docs = [{"seq": first + n, "eid": eid, "source": source, "received": now, "event": event}
                     for n, (eid, event) in enumerate(fresh)]
-            self._insert(docs)
-            last_seq = first + len(fresh) - 1
-        return {"accepted": len(fresh), "duplicates": len(events) - len(fresh), "ids": ids,
-                "new_ids": [eid[len(_EID_PREFIX):] for eid, _ in fresh], "last_seq": last_seq}
+            written = self._insert(docs)
+        new_ids = [d["eid"][len(_EID_PREFIX):] for d in written]
+        return {"accepted": len(written), "duplicates": len(events) - len(written), "ids": ids,
+                "new_ids": new_ids, "last_seq": written[-1]["seq"] if written else None}
 
-    def _insert(self, docs: list[dict], attempts: int = 5) -> None:
-        """Insert in order; on an unknown outcome re-send, counting duplicates as written."""
-        for attempt in range(attempts):
+    def _known(self, docs: list[dict]) -> dict:
+        """:returns: ``{eid: seq}`` of those documents' identities already in the log."""
+        eids = [d["eid"] for d in docs]
+        return {d["eid"]: d["seq"] for d in self.events.find({"eid": {"$in": eids}}, {"eid": 1, "seq": 1, "_id": 0})}
+
+    def _insert(self, docs: list[dict], attempts: int = 5) -> list[dict]:
+        """Insert in order, skipping identities already logged.
+
+        On an unknown outcome (``AutoReconnect``) the same documents are sent
+        again; a document found already written with its own ``seq`` was ours.
+
+        :returns: the documents that are in the log because of this call.
+        """
+        written, pending, checked, failures = [], list(docs), False, 0
+        while pending:
             try:
-                self.events.insert_many(docs, ordered=True)
-                return
+                self.events.insert_many(pending, ordered=True)
+                return written + pending
             except AutoReconnect:
-                if attempt == attempts - 1:
+                failures += 1
+                if failures >= attempts:
                     raise
-                time.sleep(0.2 * (attempt + 1))
+                time.sleep(0.2 * failures)
             except BulkWriteError as err:
                 errors = err.details.get("writeErrors", [])
-                if not errors or any(e.get("code") != 11000 for e in errors):
+                if not errors or errors[0].get("code") != 11000:
                     raise
                 index = errors[0]["index"]
-                docs = docs[index + 1:]  # the duplicate was ours, written before the error
-                if not docs:
-                    return
+                written += pending[:index]
+                clash, rest = pending[index], pending[index + 1:]
+                known = self._known([clash] + (rest if not checked else []))
+                checked = True  # one look-up for the rest of the batch, then by the index alone
+                if known.get(clash["eid"]) == clash["seq"] or _duplicate_field(errors[0]) == "seq":
+                    written.append(clash)  # written by our own earlier, unacknowledged attempt
+                ours = [d for d in rest if known.get(d["eid"]) == d["seq"]]
+                written += ours
+                pending = [d for d in rest if d["eid"] not in known]
+        return written
+
+    def events_by_id(self, ids: list[str]) -> dict:
+        """:returns: ``{identity: event}`` of those identities that are in the log."""
+        eids = [_EID_PREFIX + str(i) for i in ids]
+        docs = self.events.find({"eid": {"$in": eids}}, {"eid": 1, "event": 1, "_id": 0}).limit(len(eids))
+        return {d["eid"][len(_EID_PREFIX):]: d["event"] for d in docs}
 
     def head(self) -> int:
         """:returns: the highest ``seq`` in the log (0 when empty)."""

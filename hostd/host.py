@@ -222,10 +222,14 @@ class Host:
         self.store_url = url
         self.client = storemod.connect(url)
         db = self.client[storemod.HOST_DB_NAME]
-        self.eventlog = EventLog(db)
+        # Cursors, dead letters and the seq counter live apart from the journaled log: the
+        # embedded store keeps its sync setting per database, and a lost cursor update only
+        # means a re-delivery.
+        state = self.client[storemod.HOST_DB_NAME + "_state"]
+        self.eventlog = EventLog(db, state)
         self.eventlog.ensure_indexes()
-        self.cursors = Cursors(db)
-        self.dead_letters = DeadLetters(db)
+        self.cursors = Cursors(state)
+        self.dead_letters = DeadLetters(state)
 
     def _isolation(self):
         """:returns: a :class:`~hostd.isolation.Isolation` when sandboxes are isolated, else None."""
@@ -295,7 +299,8 @@ class Host:
         found, errors = discover_modules(self.config["modules.paths"])
         files = {name: properties_file(folder) for name, folder in found.items()}
         files.update({p.name: properties_file(p) for p in self._property_modules if p.name not in files})
-        self.properties, property_errors = load_registry({n: f for n, f in files.items() if f})
+        serving = [n for n in self.properties_files if n not in names]  # incumbents keep their claims
+        self.properties, property_errors = load_registry({n: f for n, f in files.items() if f}, first=serving)
         self.properties_files = {n: str(f) for n, f in files.items() if f and n not in property_errors}
         self._realtime_filters.clear()
         for name in sorted(names):

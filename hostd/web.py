@@ -127,6 +127,10 @@ class WebContext:
         """:returns: the ``/modules`` answer, asked of the host."""
         return self._control_request("status", 10.0)
 
+    def stored_events(self, ids: list[str]) -> dict:
+        """:returns: ``{identity: event}`` of the logged events among ``ids``."""
+        return self._control_request("stored_events", 10.0, ids=list(ids))
+
     def dead_letters(self, module: str) -> list[dict]:
         """:returns: a module's dead letters. :raises EndpointNotFound: no such module."""
         return self._control_request("dead_letters", 10.0, module=module)

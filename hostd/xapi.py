@@ -13,10 +13,18 @@ import uuid
 
 import falcon
 
+from sandbox.errors import InsightsError
+
 from .errors import BadEventBatch
 from .resources import read_body
 
-__all__ = ["XAPI_VERSION", "validate_statement", "StatementsResource", "AboutResource"]
+__all__ = ["XAPI_VERSION", "validate_statement", "StatementsResource", "AboutResource", "StatementConflict"]
+
+
+class StatementConflict(InsightsError):
+    """A statement id already stored with different content (xAPI: 409)."""
+
+    code = "conflict"
 
 XAPI_VERSION = "1.0.3"
 _IRI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:\S+$")
@@ -72,6 +80,13 @@ def validate_statement(statement, index=None, statement_id: str | None = None) -
         _check_agent(target, index, "object")
     if "result" in statement and not isinstance(statement["result"], dict):
         _fail(index, "result must be an object")
+    if "id" in statement and statement["id"] is None:
+        _fail(index, "id must not be null")
+    if kind == "StatementRef":
+        try:
+            uuid.UUID(str(target.get("id")))
+        except ValueError:
+            _fail(index, "object.id of a StatementRef must be a UUID")
     given = statement.get("id")
     if statement_id is not None:
         if given is not None and str(given) != statement_id:
@@ -105,7 +120,14 @@ class StatementsResource:
             raise BadEventBatch(None, "empty list of statements")
         valid = [validate_statement(s, i if isinstance(document, list) else None)
                  for i, s in enumerate(statements)]
+        seen = {}
+        for index, statement in enumerate(valid):
+            if statement["id"] in seen:
+                raise BadEventBatch(index, f"invalid xAPI statement: id {statement['id']} is also the id of"
+                                           f" item {seen[statement['id']]}")
+            seen[statement["id"]] = index
         answer = self._web.append_events(valid, source="xapi")
+        self._check_conflicts(valid, answer)
         resp.set_header("X-Experience-API-Version", XAPI_VERSION)
         resp.media = answer["ids"]
 
@@ -113,9 +135,20 @@ class StatementsResource:
         statement_id = req.get_param("statementId")
         if not statement_id:
             raise BadEventBatch(None, "PUT needs the statementId parameter")
-        self._web.append_events([validate_statement(self._read(req), None, statement_id)], source="xapi")
+        statement = validate_statement(self._read(req), None, statement_id)
+        self._check_conflicts([statement], self._web.append_events([statement], source="xapi"))
         resp.set_header("X-Experience-API-Version", XAPI_VERSION)
         resp.status = falcon.HTTP_204
+
+    def _check_conflicts(self, statements, answer) -> None:
+        """A statement id already stored with other content is a 409 (xAPI), not a duplicate."""
+        if not answer.get("duplicates"):
+            return
+        stored = self._web.stored_events([s["id"] for s in statements])
+        for statement in statements:
+            previous = stored.get(statement["id"])
+            if previous is not None and previous != statement:
+                raise StatementConflict(f"statement {statement['id']} already exists with other content")
 
 
 class AboutResource:

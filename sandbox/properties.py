@@ -184,10 +184,17 @@ class PropertyRegistry:
         for source in self.sources_of(event):
             if source in impls:
                 return impls[source](event)
-        for func in impls.values():
-            value = func(event)
+        failures = []
+        for func in impls.values():  # no source matched: each in turn, skipping those that cannot read it
+            try:
+                value = func(event)
+            except Exception as err:
+                failures.append(err)
+                continue
             if value is not None:
                 return value
+        if failures and len(failures) == len(impls):
+            raise failures[0]  # none could read this event: say why
         return None
 
     def resolve(self, event, name: str, namespace: str | None = None):
@@ -245,20 +252,17 @@ class PropertyRegistry:
         return not self._impls
 
 
-def build_registry(properties_files: dict | None = None, entry_points: bool = True) -> PropertyRegistry:
-    """Build this process's registry through pluggy.
-
-    :param properties_files: ``{module name: path of its properties.py}``.
-    :param entry_points: also load plugins of the ``insights.properties`` entry-point group.
-    :raises ModuleLoadError: a file failed to load, or two plugins collide (both named).
-    """
+def _manager(plugins) -> pluggy.PluginManager:
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    for origin, path in sorted((properties_files or {}).items()):
-        manager.register(module_plugin(path, origin), name=f"module {origin}")
-    if entry_points:
-        for name, module in _entry_point_modules():
-            manager.register(_ModulePlugin(module, name), name=f"package {name}")
+    for name, plugin in plugins:
+        manager.register(plugin, name=name)
+    return manager
+
+
+def _registry(plugins) -> PropertyRegistry:
+    """Gather every plugin's properties and sources through the hooks; collisions raise."""
+    manager = _manager(plugins)
     properties = [(impl.plugin_name, func) for impl in manager.hook.insights_event_properties.get_hookimpls()
                   for func in impl.function() or []]
     sources = [(impl.plugin_name, func) for impl in manager.hook.insights_event_sources.get_hookimpls()
@@ -266,22 +270,48 @@ def build_registry(properties_files: dict | None = None, entry_points: bool = Tr
     return PropertyRegistry(properties, sources)
 
 
-def load_registry(properties_files: dict, entry_points: bool = True) -> tuple[PropertyRegistry, dict]:
-    """Build a registry, leaving out each module whose properties fail to load or collide.
+def _package_plugins(entry_points: bool) -> list:
+    if not entry_points:
+        return []
+    return [(f"package {name}", _ModulePlugin(module, name)) for name, module in _entry_point_modules()]
+
+
+def build_registry(properties_files: dict | None = None, entry_points: bool = True) -> PropertyRegistry:
+    """Build this process's registry through pluggy.
 
     :param properties_files: ``{module name: path of its properties.py}``.
+    :param entry_points: also load plugins of the ``insights.properties`` entry-point group.
+    :raises ModuleLoadError: a file failed to load, or two plugins collide (both named).
+    """
+    plugins = _package_plugins(entry_points)
+    plugins += [(f"module {origin}", module_plugin(path, origin))
+                for origin, path in sorted((properties_files or {}).items())]
+    return _registry(plugins)
+
+
+def load_registry(properties_files: dict, entry_points: bool = True, first=()) -> tuple[PropertyRegistry, dict]:
+    """Build a registry, leaving out each module whose properties fail to load or collide.
+
+    Claims are first come, first served: installed packages, then the modules in
+    ``first`` (those already serving, on a reload), then the others by name. A
+    module that claims what an earlier one holds is left out, the error naming both.
+
+    :param properties_files: ``{module name: path of its properties.py}``.
+    :param first: module names whose claims come before the others'.
     :returns: ``(registry, {module name: error})``; modules in the second are left out.
     """
-    accepted, errors = {}, {}
-    for origin in sorted(properties_files):
-        trial = {**accepted, origin: properties_files[origin]}
+    accepted, errors = _package_plugins(entry_points), {}
+    _registry(accepted)  # packages colliding among themselves: a configuration error, raised
+    order = [n for n in first if n in properties_files] + sorted(n for n in properties_files if n not in first)
+    for origin in order:
         try:
-            build_registry(trial, entry_points=False)
+            candidate = (f"module {origin}", module_plugin(properties_files[origin], origin))
+            _registry(accepted + [candidate])
         except ModuleLoadError as err:
             errors[origin] = str(err)
             continue
-        accepted = trial
-    return build_registry(accepted, entry_points=entry_points), errors
+        accepted.append(candidate)
+    return _registry(accepted), errors
 
 
 def properties_file(folder) -> Path | None:
