@@ -187,7 +187,7 @@ class Broker(threading.Thread):
         if supervisor is None:
             self.dropped += 1
             return
-        signer = protocol.Signer(supervisor.key)
+        signer = supervisor.signer
         try:
             message = signer.unpack(body)
         except protocol.ProtocolError as err:

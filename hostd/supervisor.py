@@ -74,6 +74,8 @@ class ModuleSupervisor:
         self._counters = {"oom_kill": 0, "pids_max": 0}
         self.confinement: dict = {}
         self.key = protocol.new_key()
+        #: the module's end of its upcall channel in hostd (remembers nonces: replays are refused)
+        self.signer = protocol.Signer(self.key)
         self.state = "stopped"
         self.process: subprocess.Popen | None = None
         self.restarts = 0

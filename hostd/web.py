@@ -69,6 +69,7 @@ class WebContext:
             local.control = self._context.socket(zmq.DEALER)
             local.control.setsockopt(zmq.LINGER, 0)
             local.control.connect(self._runtime["control_endpoint"])
+            local.control_signer = protocol.Signer(self._control_key)
         return local
 
     def _current_record(self, module: str):
@@ -105,13 +106,13 @@ class WebContext:
         return {**answer, "realtime": bool(result.get("realtime"))}
 
     def _control_send(self, message: dict) -> None:
-        signer = protocol.Signer(self._control_key)
-        self._ensure().control.send_multipart(signer.pack(message))
+        local = self._ensure()
+        local.control.send_multipart(local.control_signer.pack(message))
 
     def _control_request(self, verb: str, timeout_s: float, **fields):
         """Ask the host over the control socket. :raises InsightsError: its error, or no answer in time."""
         local = self._ensure()
-        signer = protocol.Signer(self._control_key)
+        signer = local.control_signer
         message = protocol.request(verb, timeout_s, **fields)
         local.control.send_multipart(signer.pack(message))
         deadline = message["deadline"] + 1.0  # the host answers a timeout itself at the deadline

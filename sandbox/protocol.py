@@ -11,6 +11,9 @@ Every message is a ZeroMQ multipart message whose last two frames are::
   Requests that do work carry ``deadline`` (seconds since the epoch).
 * ``signature`` is HMAC-SHA256 over ``payload`` with the channel's key, checked
   with :func:`hmac.compare_digest`.
+* Inside the signed payload, ``_nonce`` (unique to the sending channel end and
+  frame) and ``_sent`` (send time) let a receiver drop replays: a frame older than
+  :data:`REPLAY_WINDOW_S`, or whose nonce it has seen, is refused.
 
 A ROUTER socket sees the peer's identity frame(s) before these two; use
 :func:`split_envelope`. Nothing is ever pickled.
@@ -51,6 +54,8 @@ VERSION = 1
 EXIT_LOAD_FAILED = 3
 #: Largest payload accepted from the wire.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Frames older than this (seconds) are refused; nonces are remembered this long.
+REPLAY_WINDOW_S = 120.0
 
 _ids = itertools.count(1)
 
@@ -78,13 +83,19 @@ def _default(obj):
 
 
 class Signer:
-    """Packs, signs, verifies and unpacks messages of one channel.
+    """Packs, signs, verifies and unpacks messages of one channel, refusing replays.
 
     :param key: the channel's HMAC key (shared by both ends).
     """
 
     def __init__(self, key: bytes):
         self._key = key
+        self._token = os.urandom(6).hex()  # this sender's part of every nonce
+        self._sent = itertools.count(1)
+        self._seen: dict = {}              # nonce -> send time, within the replay window
+        self._pruned = time.time()
+        #: frames refused as replays
+        self.replays = 0
 
     def sign(self, payload: bytes) -> bytes:
         """:returns: the HMAC-SHA256 of ``payload``."""
@@ -92,7 +103,8 @@ class Signer:
 
     def pack(self, message: dict) -> list[bytes]:
         """:returns: the ``[signature, payload]`` frames of ``message``."""
-        payload = msgpack.packb(message, use_bin_type=True, default=_default)
+        stamped = {**message, "_nonce": f"{self._token}{next(self._sent)}", "_sent": time.time()}
+        payload = msgpack.packb(stamped, use_bin_type=True, default=_default)
         return [self.sign(payload), payload]
 
     def unpack(self, frames: list[bytes]) -> dict:
@@ -114,7 +126,22 @@ class Signer:
             raise ProtocolError(f"undecodable payload: {err}") from err
         if not isinstance(message, dict) or message.get("v") != VERSION:
             raise ProtocolError("not a message of this protocol version")
+        self._check_fresh(message)
         return message
+
+    def _check_fresh(self, message: dict) -> None:
+        """:raises ProtocolError: the frame is stale or was seen already (a replay)."""
+        now, nonce, sent = time.time(), message.pop("_nonce", None), message.pop("_sent", None)
+        if not isinstance(nonce, str) or not isinstance(sent, (int, float)) or abs(now - sent) > REPLAY_WINDOW_S:
+            self.replays += 1
+            raise ProtocolError("stale or unstamped frame")
+        if nonce in self._seen:
+            self.replays += 1
+            raise ProtocolError("replayed frame")
+        self._seen[nonce] = sent
+        if now - self._pruned > REPLAY_WINDOW_S / 4:
+            self._seen = {n: t for n, t in self._seen.items() if now - t <= REPLAY_WINDOW_S}
+            self._pruned = now
 
 
 def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:

@@ -26,7 +26,8 @@ def test_round_trip_keeps_the_message(signer):
                                params={"course": "x", "n": [1, 2]})
     frames = signer.pack(message)
     assert len(frames) == 2 and all(isinstance(f, bytes) for f in frames)
-    assert signer.unpack(frames) == message
+    assert signer.unpack(frames) == message  # the replay stamps are checked and removed
+    assert b"_nonce" in frames[1] and b"_sent" in frames[1]
 
 
 def test_numpy_values_are_converted(signer):
@@ -67,7 +68,8 @@ def test_identity_frames_before_the_message_are_ignored(signer):
     identity, body = protocol.split_envelope(frames)
     assert identity == [b"peer-identity"]
     assert signer.unpack(body)["type"] == "ready"
-    assert signer.unpack(frames)["type"] == "ready"
+    again = [b"peer-identity"] + signer.pack(protocol.notification("ready"))  # the same frame would be a replay
+    assert signer.unpack(again)["type"] == "ready"
 
 
 def test_tampered_payload_is_rejected(signer):
@@ -173,3 +175,23 @@ def test_reply_error_keeps_id_and_extra_fields():
 def test_new_key_is_random_32_bytes():
     first, second = protocol.new_key(), protocol.new_key()
     assert len(first) == 32 and first != second
+
+
+def test_a_replayed_frame_is_refused_and_counted():
+    sender, receiver = protocol.Signer(b"k" * 32), protocol.Signer(b"k" * 32)
+    frames = sender.pack(protocol.request("ping"))
+    assert receiver.unpack(frames)["type"] == "ping_request"
+    with pytest.raises(protocol.ProtocolError, match="replayed"):
+        receiver.unpack(frames)
+    assert receiver.replays == 1
+    assert receiver.unpack(sender.pack(protocol.request("ping")))["type"] == "ping_request"
+
+
+def test_a_stale_frame_is_refused(monkeypatch):
+    sender, receiver = protocol.Signer(b"k" * 32), protocol.Signer(b"k" * 32)
+    frames = sender.pack(protocol.request("ping"))
+    real_time = protocol.time.time
+    monkeypatch.setattr(protocol.time, "time", lambda: real_time() + protocol.REPLAY_WINDOW_S + 5)
+    with pytest.raises(protocol.ProtocolError, match="stale"):
+        receiver.unpack(frames)
+    assert receiver.replays == 1
