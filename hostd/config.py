@@ -66,6 +66,9 @@ SETTINGS = (
     Setting("sandbox.isolation", "auto", str,
             "auto: when hostd runs as root, each sandbox gets its own uid, no network (the store"
             " through a relay limited to its database) and a private view of the filesystem; off: never."),
+    Setting("sandbox.prewarm", True, bool,
+            "Fork sandboxes from a pre-warmed parent that imported numpy, pymongo and zmq once"
+            " (fast start, shared memory); false: a fresh interpreter per sandbox."),
     Setting("sandbox.uid_base", 61000, int, "First of the uids given to sandboxes (one per module)."),
     Setting("events.batch_size", 500, int, "Events read from the log and delivered per handler call."),
     Setting("events.poll_interval_s", 0.05, float, "How often idle consumers look for new events."),

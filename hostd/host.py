@@ -27,6 +27,7 @@ from sandbox.properties import load_registry, properties_file
 from . import store as storemod
 from .broker import Broker
 from .cgroups import CgroupManager
+from .forkclient import ForkServer
 from .isolation import Isolation
 from .config import Config
 from .deadletters import DeadLetters
@@ -35,7 +36,7 @@ from .eventlog import Cursors, EventLog
 from .ingest import IngestThread
 from .modtable import Snapshot, write_table
 from .reloader import Reloader
-from .supervisor import ModuleSupervisor
+from .supervisor import ModuleSupervisor, sandbox_environment
 
 __all__ = ["HostPaths", "Host", "discover_modules", "module_fs_key"]
 
@@ -180,6 +181,9 @@ class Host:
             self._start_store()
             self.cgroups = CgroupManager()
             self.isolation = self._isolation()
+            self.forkserver = None
+            if self.config["sandbox.prewarm"]:
+                self.forkserver = ForkServer(self.paths.ipc / "forkserver.sock", sandbox_environment())
             if self.cgroups.available:
                 log.info("confinement: per-sandbox cgroups (memory, processes) and rlimits")
             else:
@@ -283,7 +287,7 @@ class Host:
         supervisor = ModuleSupervisor(name, folder or Path("."), limits, self.paths, self.config,
                                       self.store_url, module_fs_key(self.fs_master_key, name),
                                       self._dirty.set, self.properties_files, self.cgroups,
-                                      self.isolation, self.broker)
+                                      self.isolation, self.broker, getattr(self, "forkserver", None))
         if error:
             supervisor.fail(error)
         return supervisor
@@ -344,6 +348,9 @@ class Host:
         if self.client is not None:
             self.client.close()
             self.client = None
+        if getattr(self, "forkserver", None) is not None:
+            self.forkserver.stop()
+            self.forkserver = None
         if getattr(self, "cgroups", None) is not None:
             self.cgroups.close()
         if getattr(self, "isolation", None) is not None:

@@ -27,9 +27,17 @@ from pathlib import Path
 
 from sandbox import protocol
 
-__all__ = ["ModuleSupervisor"]
+__all__ = ["ModuleSupervisor", "sandbox_environment"]
 
 log = logging.getLogger("insights.supervisor")
+
+
+def sandbox_environment() -> dict:
+    """:returns: the scrubbed environment sandboxes (and the fork server) start with."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "LANG", "LC_", "PATH", "TZ"))}
+    env.update(PYTHONPATH=_sandbox_pythonpath(), MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1",
+               MPLBACKEND="Agg", PYTHONUNBUFFERED="1", TMPDIR="/tmp", PYTHONDONTWRITEBYTECODE="1")
+    return env
 
 
 def _sandbox_pythonpath() -> str:
@@ -54,10 +62,11 @@ class ModuleSupervisor:
     :param cgroups: the host's :class:`~hostd.cgroups.CgroupManager` (or None).
     :param isolation: the host's :class:`~hostd.isolation.Isolation` (None: not isolated).
     :param broker: the host's :class:`~hostd.broker.Broker` (binds the module's upcall socket).
+    :param forkserver: the host's :class:`~hostd.forkclient.ForkServer` (None: fresh interpreters).
     """
 
     def __init__(self, name, path, limits, paths, settings, store_url, fs_key: bytes, on_change,
-                 properties_files=None, cgroups=None, isolation=None, broker=None):
+                 properties_files=None, cgroups=None, isolation=None, broker=None, forkserver=None):
         self.name = name
         self.path = Path(path)
         self.limits = limits
@@ -70,6 +79,7 @@ class ModuleSupervisor:
         self._cgroups = cgroups
         self._isolation = isolation
         self._broker = broker
+        self._forkserver = forkserver
         self._cgroup = None
         self._counters = {"oom_kill": 0, "pids_max": 0}
         self.confinement: dict = {}
@@ -136,7 +146,7 @@ class ModuleSupervisor:
             "call_endpoint": self.call_endpoint, "upcall_endpoint": self.upcall_endpoint,
             "store_url": store_url, "db_name": f"mod_{self.name}",
             "fs_root": str(data / "fs"), "fs_key": self._fs_key.hex(),
-            "parent_pid": os.getpid(), "log_level": self._settings["logging.level"],
+            "parent_pid": self._parent_pid(), "log_level": self._settings["logging.level"],
             "call_timeout_s": self.limits["call_timeout_s"],
             "properties_files": self._properties_files,
             "confinement": {**self._confinement_plan(), **isolation},
@@ -157,6 +167,12 @@ class ModuleSupervisor:
                 "max_open_files": self.limits["max_open_files"], "address_space_mb": address_space,
                 "cgroup_procs": self._cgroup.procs_files if self._cgroup is not None else []}
 
+    def _use_forkserver(self) -> bool:
+        return self._forkserver is not None and self._forkserver.alive
+
+    def _parent_pid(self) -> int:
+        return self._forkserver.process.pid if self._use_forkserver() else os.getpid()
+
     def start(self) -> None:
         """Spawn the sandbox (a fresh interpreter running ``python -m sandbox``)."""
         with self._lock:
@@ -166,11 +182,8 @@ class ModuleSupervisor:
             os.close(os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # 0600 first
             data = self._paths.module_data(self.name)
             data.mkdir(parents=True, exist_ok=True)
-            env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "LANG", "LC_", "PATH", "HOME", "TZ"))}
-            env.update(PYTHONPATH=_sandbox_pythonpath(), MALLOC_ARENA_MAX="2",
-                       OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1",
-                       MPLCONFIGDIR=str(data / "mpl"), HOME=str(data), TMPDIR="/tmp",
-                       USER=f"insights-{self.name}", PYTHONDONTWRITEBYTECODE="1")
+            env = sandbox_environment()
+            env.update(MPLCONFIGDIR=str(data / "mpl"), HOME=str(data), USER=f"insights-{self.name}")
             try:
                 spec = self._spec()
             except Exception as err:  # e.g. the store relay or the upcall socket could not be set up
@@ -183,10 +196,13 @@ class ModuleSupervisor:
             log_file = open(self._paths.logs / f"{self.name}.log", "ab")
             try:
                 # A -> starting
-                self.process = subprocess.Popen([sys.executable, "-m", "sandbox", str(spec_path)],
-                                                stdin=subprocess.DEVNULL, stdout=log_file,
-                                                stderr=subprocess.STDOUT, cwd=data, env=env,
-                                                close_fds=True)
+                if self._use_forkserver():
+                    self.process = self._forkserver.spawn(str(spec_path), env, str(data), log_file.fileno())
+                else:
+                    self.process = subprocess.Popen([sys.executable, "-m", "sandbox", str(spec_path)],
+                                                    stdin=subprocess.DEVNULL, stdout=log_file,
+                                                    stderr=subprocess.STDOUT, cwd=data, env=env,
+                                                    close_fds=True)
             finally:
                 log_file.close()
             self.started_at = time.time()
