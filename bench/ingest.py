@@ -92,8 +92,14 @@ def http_json(port: int, method: str, path: str, body: bytes | None = None, time
         conn.close()
 
 
+JOURNAL = {"on": True}  # set from --no-journal
+
+
 def start_hostd(modules_dir: Path, data_dir: str, port: int, workers: int) -> subprocess.Popen:
-    command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve",
+    config = os.path.join(data_dir, "hostd.toml")
+    with open(config, "w") as handle:
+        handle.write(f"[storage]\njournal = {'true' if JOURNAL['on'] else 'false'}\n")
+    command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve", "--config", config,
                "--modules", str(modules_dir), "--data-dir", data_dir,
                "--port", str(port), "--workers", str(workers)]
     output = open(os.path.join(data_dir, "hostd.out"), "wb")
@@ -477,7 +483,10 @@ def main() -> int:
     parser.add_argument("--rt-requests", type=int, default=300, help="requests per realtime run (c)")
     parser.add_argument("--skip-celery", action="store_true")
     parser.add_argument("--skip-realtime", action="store_true")
+    parser.add_argument("--no-journal", action="store_true",
+                        help="run hostd with storage.journal = false (no disk sync per logged event)")
     args = parser.parse_args()
+    JOURNAL["on"] = not args.no_journal
     print(f"ingest benchmark: runs={args.runs} events={args.events} batch={args.batch} clients={args.clients}"
           f" users={args.users} workers={args.workers} cpus={os.cpu_count()}", flush=True)
 

@@ -52,14 +52,15 @@ class EventLog:
 
     :param db: hostd's own ``pymongo`` database.
     :param state_db: where the ``seq`` counter lives (not journaled: see :meth:`ensure_indexes`).
+    :param journal: wait for the store's disk sync before an append returns.
     """
 
-    def __init__(self, db, state_db=None):
+    def __init__(self, db, state_db=None, journal: bool = True):
         self._db = db
-        # On a replica set an acknowledged event must survive a failover: majority + journal,
+        # On a replica set an acknowledged event must survive a failover: majority (+ journal),
         # and readers only see what is majority-committed (the embedded store ignores both).
         self.events = db.get_collection("event_log",
-                                        write_concern=pymongo.WriteConcern(w="majority", j=True),
+                                        write_concern=pymongo.WriteConcern(w="majority", j=journal),
                                         read_concern=ReadConcern("majority"))
         self._counters = (state_db if state_db is not None else db)["counters"]
 

@@ -230,7 +230,7 @@ class Host:
         # embedded store keeps its sync setting per database, and a lost cursor update only
         # means a re-delivery.
         state = self.client[storemod.HOST_DB_NAME + "_state"]
-        self.eventlog = EventLog(db, state)
+        self.eventlog = EventLog(db, state, journal=self.config["storage.journal"])
         self.eventlog.ensure_indexes()
         self.cursors = Cursors(state)
         self.dead_letters = DeadLetters(state)
