@@ -50,6 +50,8 @@ class SandboxClient:
         self._context = context
         self._current = current_record
         self._sockets: dict = {}
+        self._waiting: set = set()   # (module, id) of calls sent and not yet received
+        self._replies: dict = {}     # replies that arrived while waiting for another call
 
     def _socket(self, record: dict):
         key = (record["name"], record["call_endpoint"], record["key"])
@@ -66,40 +68,63 @@ class SandboxClient:
             self._sockets[record["name"]] = entry
         return entry[1], entry[2]
 
-    def call(self, record: dict, kind: str, name: str, params=None, timeout_s: float = 30.0,
-             **fields):
-        """Call endpoint ``kind`` ``name`` of the module of ``record``.
-
-        :returns: the endpoint's result.
-        :raises ModuleTimeout: no answer before ``timeout_s``.
-        :raises ModuleCrashed: the sandbox died during the call.
-        :raises InsightsError: the error the sandbox answered (bad parameter, module raised...).
-        """
+    def send(self, record: dict, kind: str, name: str, params=None, timeout_s: float = 30.0,
+             **fields) -> dict:
+        """Send a call without waiting. :returns: a pending call for :meth:`receive`."""
         sock, signer = self._socket(record)
         message = protocol.request("call", timeout_s, kind=kind, name=name, params=params or {},
                                    **fields)
         sock.send_multipart(signer.pack(message))
-        deadline, pid = message["deadline"], record.get("pid")
-        while True:
-            remaining = deadline - time.time()
-            if remaining <= 0:
-                raise ModuleTimeout(f"{kind} {name!r} of module {record['name']!r} did not answer"
-                                    f" within {timeout_s:g} s")
-            try:
-                frames = sock.recv_multipart()
-            except zmq.Again:
-                if not self._still_serving(record["name"], pid):
-                    raise ModuleCrashed(f"module {record['name']!r} died during {kind} {name!r}") from None
-                continue
-            try:
-                reply = signer.unpack(frames)
-            except protocol.ProtocolError:
-                continue
-            if reply.get("id") != message["id"]:
-                continue  # the late answer to a call we gave up on
-            if reply.get("ok"):
-                return reply.get("result")
-            raise error_from_reply(reply.get("error") or {})
+        self._waiting.add((record["name"], message["id"]))
+        return {"record": record, "id": message["id"], "deadline": message["deadline"],
+                "pid": record.get("pid"), "what": f"{kind} {name!r}", "timeout_s": timeout_s}
+
+    def receive(self, pending: dict):
+        """Wait for a sent call's reply.
+
+        :returns: the endpoint's result.
+        :raises ModuleTimeout: no answer before the deadline.
+        :raises ModuleCrashed: the sandbox died during the call.
+        :raises InsightsError: the error the sandbox answered (bad parameter, module raised...).
+        """
+        record, module = pending["record"], pending["record"]["name"]
+        key = (module, pending["id"])
+        sock, signer = self._socket(record)
+        try:
+            while key not in self._replies:
+                if pending["deadline"] - time.time() <= 0:
+                    raise ModuleTimeout(f"{pending['what']} of module {module!r} did not answer"
+                                        f" within {pending['timeout_s']:g} s")
+                try:
+                    frames = sock.recv_multipart()
+                except zmq.Again:
+                    if not self._still_serving(module, pending["pid"]):
+                        raise ModuleCrashed(f"module {module!r} died during {pending['what']}") from None
+                    continue
+                try:
+                    reply = signer.unpack(frames)
+                except protocol.ProtocolError:
+                    continue
+                if (module, reply.get("id")) in self._waiting:  # ours, or another call in flight
+                    self._replies[(module, reply.get("id"))] = reply
+                # else: the late answer to a call given up on
+            reply = self._replies.pop(key)
+        finally:
+            self._waiting.discard(key)
+            self._replies.pop(key, None)
+        if reply.get("ok"):
+            return reply.get("result")
+        raise error_from_reply(reply.get("error") or {})
+
+    def call(self, record: dict, kind: str, name: str, params=None, timeout_s: float = 30.0,
+             **fields):
+        """Call endpoint ``kind`` ``name`` of the module of ``record`` and wait for its result.
+
+        :raises ModuleTimeout: no answer before ``timeout_s``.
+        :raises ModuleCrashed: the sandbox died during the call.
+        :raises InsightsError: the error the sandbox answered (bad parameter, module raised...).
+        """
+        return self.receive(self.send(record, kind, name, params, timeout_s, **fields))
 
     def _still_serving(self, module: str, pid) -> bool:
         if not process_alive(pid):

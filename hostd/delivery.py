@@ -142,7 +142,7 @@ class Delivery(threading.Thread):
         self._wake = threading.Event()
         self._states: dict = {}
         self._lock = threading.Condition()
-        self._round: dict = {}
+        self._pages: dict = {}
         self.head = 0
 
     def stop(self) -> None:
@@ -188,17 +188,14 @@ class Delivery(threading.Thread):
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
-                self._round = {}  # log pages read this round, shared by handlers at one position
+                self._pages = {}  # log pages read this round, shared by handlers at one position
                 if time.time() - refreshed > 1.0:  # appends we were not told about (other nodes)
                     self.head, refreshed = max(self.head, self._host.eventlog.head()), time.time()
-                worked = False
-                for record, handler in self._host.running_handlers(self.modes):
-                    if self._stopping.is_set():
-                        break
-                    try:
-                        worked |= self._deliver(client, record, handler)
-                    except Exception:  # the store or the host hiccuped: retry on the next round
-                        log.exception("delivery to %s.%s failed", record["name"], handler["name"])
+                try:
+                    worked = self._round(client)
+                except Exception:  # the store or the host hiccuped: retry on the next round
+                    log.exception("delivery round failed")
+                    worked = False
                 if not worked:
                     self._wake.wait(interval)
         finally:
@@ -220,9 +217,9 @@ class Delivery(threading.Thread):
     def _page(self, position: int, size: int) -> list[dict]:
         """Read the log after ``position`` once per round, whoever asks."""
         key = (position, size)
-        if key not in self._round:
-            self._round[key] = self._host.eventlog.read_after(position, size)
-        return self._round[key]
+        if key not in self._pages:
+            self._pages[key] = self._host.eventlog.read_after(position, size)
+        return self._pages[key]
 
     def _read(self, state: HandlerState) -> list[dict]:
         if state.position >= self.head:
@@ -240,32 +237,49 @@ class Delivery(threading.Thread):
                 docs.extend(more)
         return docs
 
-    def _deliver(self, client, record, handler) -> bool:
-        state = self._state(record, handler)
-        now = time.time()
-        if not state.due(now):
-            return False
-        if self._retry_dead_letters(client, record, state):
-            return True
-        docs = self._read(state)
-        if not docs:
-            if state.mode == "batch":
-                state.last_run = now
-            return False
-        selected = [d for d in docs if state.matches(d)]
-        if selected:
-            try:
-                self._call(client, record, state, selected)
-            except InsightsError as err:
-                return self._failed(state, record, selected, err)
-        state.last_run = now
-        self._advance(state, docs[-1]["seq"], len(selected))
-        return True
+    def _round(self, client) -> bool:
+        """One pass over the handlers: every due batch is sent at once, then the replies are
+        collected and the cursors written in one go. :returns: whether anything moved."""
+        now, worked, prepared = time.time(), False, []
+        for record, handler in self._host.running_handlers(self.modes):
+            if self._stopping.is_set():
+                break
+            state = self._state(record, handler)
+            if not state.due(now):
+                continue
+            if self._retry_dead_letters(client, record, state):
+                worked = True
+                continue
+            docs = self._read(state)
+            if not docs:
+                if state.mode == "batch":
+                    state.last_run = now
+                continue
+            selected = [d for d in docs if state.matches(d)]
+            pending = self._send(client, record, state, selected) if selected else None
+            prepared.append((state, record, docs, selected, pending))
+        moved = []
+        for state, record, docs, selected, pending in prepared:
+            if pending is not None:
+                try:
+                    client.receive(pending)
+                except InsightsError as err:
+                    worked |= self._failed(state, record, selected, err)
+                    continue
+            state.last_run = now
+            moved.append((state, docs[-1]["seq"], len(selected)))
+        if moved:
+            self._advance_many(moved)
+        return worked or bool(moved)
 
-    def _call(self, client, record, state, docs) -> None:
+    def _send(self, client, record, state, docs):
         events = [{"event": d["event"], "meta": {"seq": d["seq"], "id": d["eid"][2:], "source": d.get("source"),
                                                  "received": d.get("received")}} for d in docs]
-        client.call(record, "handler", state.name, events=events, timeout_s=record["limits"]["call_timeout_s"])
+        return client.send(record, "handler", state.name, events=events,
+                           timeout_s=record["limits"]["call_timeout_s"])
+
+    def _call(self, client, record, state, docs) -> None:
+        client.receive(self._send(client, record, state, docs))
 
     def _retry_dead_letters(self, client, record, state) -> bool:
         """Send dead letters an admin asked to retry back through their handler, one by one."""
@@ -281,12 +295,17 @@ class Delivery(threading.Thread):
         return bool(letters)
 
     def _advance(self, state: HandlerState, seq: int, handled: int) -> None:
-        self._host.cursors.set(state.module, state.name, seq)
+        self._advance_many([(state, seq, handled)])
+
+    def _advance_many(self, moved) -> None:
+        """Acknowledge ``[(state, seq, handled)]``: cursors written in one bulk write."""
+        self._host.cursors.set_many([(state.module, state.name, seq) for state, seq, _ in moved])
         with self._lock:
-            state.position = seq
-            state.handled += handled
-            state.failures = 0
-            state.retry_at = 0.0
+            for state, seq, handled in moved:
+                state.position = seq
+                state.handled += handled
+                state.failures = 0
+                state.retry_at = 0.0
             self._lock.notify_all()
         if self._on_progress is not None:
             self._on_progress()

@@ -187,4 +187,9 @@ class Cursors:
 
     def set(self, module: str, handler: str, seq: int) -> None:
         """Acknowledge everything up to ``seq`` (never moves backwards)."""
-        self._coll.update_one({"_id": self.key(module, handler)}, {"$max": {"seq": seq}}, upsert=True)
+        self.set_many([(module, handler, seq)])
+
+    def set_many(self, positions) -> None:
+        """Acknowledge ``[(module, handler, seq)]`` in one round trip (never moves backwards)."""
+        self._coll.bulk_write([pymongo.UpdateOne({"_id": self.key(m, h)}, {"$max": {"seq": seq}}, upsert=True)
+                               for m, h, seq in positions], ordered=False)
