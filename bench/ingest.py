@@ -92,13 +92,14 @@ def http_json(port: int, method: str, path: str, body: bytes | None = None, time
         conn.close()
 
 
-JOURNAL = {"on": True}  # set from --no-journal
+HOSTD_SETTINGS = {"on": True}  # storage.journal and events.batch_size, from the command line
 
 
 def start_hostd(modules_dir: Path, data_dir: str, port: int, workers: int) -> subprocess.Popen:
     config = os.path.join(data_dir, "hostd.toml")
     with open(config, "w") as handle:
-        handle.write(f"[storage]\njournal = {'true' if JOURNAL['on'] else 'false'}\n")
+        handle.write(f"[storage]\njournal = {'true' if HOSTD_SETTINGS['on'] else 'false'}\n")
+        handle.write(f"[events]\nbatch_size = {HOSTD_SETTINGS.get("batch", 2000)}\n")
     command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve", "--config", config,
                "--modules", str(modules_dir), "--data-dir", data_dir,
                "--port", str(port), "--workers", str(workers)]
@@ -485,8 +486,10 @@ def main() -> int:
     parser.add_argument("--skip-realtime", action="store_true")
     parser.add_argument("--no-journal", action="store_true",
                         help="run hostd with storage.journal = false (no disk sync per logged event)")
+    parser.add_argument("--delivery-batch", type=int, default=2000, help="hostd events.batch_size")
     args = parser.parse_args()
-    JOURNAL["on"] = not args.no_journal
+    HOSTD_SETTINGS["on"] = not args.no_journal
+    HOSTD_SETTINGS["batch"] = args.delivery_batch
     print(f"ingest benchmark: runs={args.runs} events={args.events} batch={args.batch} clients={args.clients}"
           f" users={args.users} workers={args.workers} cpus={os.cpu_count()}", flush=True)
 

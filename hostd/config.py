@@ -74,7 +74,7 @@ SETTINGS = (
             "Fork sandboxes from a pre-warmed parent that imported numpy, pymongo and zmq once"
             " (fast start, shared memory); false: a fresh interpreter per sandbox."),
     Setting("sandbox.uid_base", 61000, int, "First of the uids given to sandboxes (one per module)."),
-    Setting("events.batch_size", 500, int, "Events read from the log and delivered per handler call."),
+    Setting("events.batch_size", 2000, int, "Events read from the log and delivered per handler call."),
     Setting("events.poll_interval_s", 0.05, float, "How often idle consumers look for new events."),
     Setting("logging.level", "INFO", str, "Log level of hostd and the sandboxes."),
 )
