@@ -35,6 +35,9 @@ setup(
             "pytest>=8,<10",
             "pytest-timeout>=2.3,<3",
             "tincan==1.0.0",
+            # second oracle of the tincan data layer; its docs table pins these exact versions
+            "ralph-malph==5.1.0",
+            "polyfactory==3.5.0",
         ],
     },
     entry_points={

@@ -2,7 +2,7 @@
 
 Layout detection: this machine kind has a hybrid layout (v1 ``memory`` and
 ``pids`` hierarchies under ``/sys/fs/cgroup``). Each sandbox gets
-``<own cgroup>/insights-<hostd pid>/<module>`` in both, with
+``<own cgroup>/insights-<hostd pid>-<host number>/<module>`` in both, with
 ``memory.limit_in_bytes`` and ``pids.max``; the sandbox joins them itself. After
 a death, the counters tell why (``oom_kill`` → over memory, ``pids.events max``
 → process limit). Without root or without these hierarchies hostd runs without
@@ -10,6 +10,7 @@ cgroups and says so.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -94,7 +95,10 @@ class ModuleCgroup:
 class CgroupManager:
     """Creates and sweeps the sandboxes' cgroups of one hostd."""
 
+    _instances = itertools.count(1)
+
     def __init__(self):
+        self._instance = next(self._instances)
         self.bases: dict = {}
         self.reason = None
         if os.geteuid() != 0:
@@ -107,7 +111,8 @@ class CgroupManager:
                 self.reason = f"no cgroup v1 {controller} hierarchy"
                 self.bases = {}
                 return
-            self.bases[controller] = mount / own.lstrip("/") / f"insights-{os.getpid()}"
+            # one folder per host: two hosts in one process must not share (or remove) each other's
+            self.bases[controller] = mount / own.lstrip("/") / f"insights-{os.getpid()}-{self._instance}"
         try:
             for controller, base in self.bases.items():
                 self._sweep(base.parent)
@@ -126,7 +131,7 @@ class CgroupManager:
         """Remove cgroups left by a hostd that died (``insights-<dead pid>``)."""
         for stale in parent.glob("insights-*"):
             try:
-                pid = int(stale.name.split("-", 1)[1])
+                pid = int(stale.name.split("-")[1])
                 os.kill(pid, 0)
                 continue  # that hostd lives
             except (ValueError, ProcessLookupError):

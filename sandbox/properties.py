@@ -18,7 +18,9 @@ Namespaces may nest (``namespace="video.segment"``) or be absent (``evt.agent``)
 """
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
+import itertools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ __all__ = ["event_property", "event_source", "PropertySpec", "PropertyRegistry",
            "build_registry", "load_registry", "properties_file", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "insights.properties"
+_loads = itertools.count(1)
 _PROPERTY = "__insights_property__"
 _SOURCE = "__insights_source__"
 
@@ -91,15 +94,20 @@ def module_plugin(path: str | Path, origin: str) -> _ModulePlugin:
     :param origin: what to call it in errors (the module's name).
     :raises ModuleLoadError: it failed to import (the message names ``origin``).
     """
-    path = Path(path)
-    import_name = f"_insights_properties_{origin}_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(import_name, path)
+    path = Path(path).resolve()
+    # A package for the module's folder, without running its __init__.py (the module's code
+    # runs only in its sandbox), so properties.py can import its siblings relatively.
+    package_name = f"_insights_layer_{origin}_{next(_loads)}"
+    package = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(package_name, None, is_package=True))
+    package.__path__ = [str(path.parent)]
+    sys.modules[package_name] = package
+    spec = importlib.util.spec_from_file_location(f"{package_name}.properties", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as err:
         raise ModuleLoadError(f"{origin}: {path} failed to load: {type(err).__name__}: {err}") from err
-    sys.modules.setdefault(import_name, module)
     return _ModulePlugin(module, origin)
 
 
