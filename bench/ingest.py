@@ -99,7 +99,7 @@ def start_hostd(modules_dir: Path, data_dir: str, port: int, workers: int) -> su
     config = os.path.join(data_dir, "hostd.toml")
     with open(config, "w") as handle:
         handle.write(f"[storage]\njournal = {'true' if HOSTD_SETTINGS['on'] else 'false'}\n")
-        handle.write(f"[events]\nbatch_size = {HOSTD_SETTINGS.get("batch", 2000)}\n")
+        handle.write(f"[events]\nbatch_size = {HOSTD_SETTINGS.get('batch', 2000)}\n")
     command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve", "--config", config,
                "--modules", str(modules_dir), "--data-dir", data_dir,
                "--port", str(port), "--workers", str(workers)]

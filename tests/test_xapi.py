@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
+
+from running_hostd import start_daemon, stop_daemon
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -34,132 +29,6 @@ FAILED = {"prop_zclash"}
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HTTP_TIMEOUT_S = 30
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-# -- a real daemon ---------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy. :returns: that value."""
-    deadline = time.time() + timeout_s
-    last = None
-    while time.time() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})")
-
-
-class Daemon:
-    """A running ``hostd serve`` (``base`` is its URL)."""
-
-    def __init__(self, process, base, log_path, data_dir):
-        self.process, self.base, self.log_path, self.data_dir = process, base, log_path, data_dir
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def request(self, method, path, **kwargs):
-        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
-        return requests.request(method, self.base + path, **kwargs)
-
-    def get(self, path, **kwargs):
-        return self.request("GET", path, **kwargs)
-
-    def post(self, path, **kwargs):
-        return self.request("POST", path, **kwargs)
-
-    def put(self, path, **kwargs):
-        return self.request("PUT", path, **kwargs)
-
-    def modules(self) -> dict:
-        response = self.get("/modules")
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def query(self, name, **params):
-        response = self.post(f"/query/{name}", json=params)
-        assert response.status_code == 200, (name, response.status_code, response.text)
-        return response.json()
-
-    def recorded(self, ids, timeout_s: float = 30.0) -> dict:
-        """Wait until ``prop_recorder`` received every event of ``ids``. :returns: ``{id: record}``."""
-        ids = list(ids)
-
-        def arrived():
-            found = {r["id"]: r for r in self.query("recorded", ids=ids)}
-            return found if len(found) == len(set(ids)) else None
-        return wait_until(arrived, timeout_s, what=f"{len(ids)} events recorded")
-
-    def is_new(self, event) -> bool:
-        """POST ``event`` to ``/event``: whether it was new to the log (so not stored before)."""
-        response = self.post("/event", json=event)
-        assert response.status_code in (200, 202), response.text
-        body = response.json()
-        assert body["accepted"] + body["duplicates"] == 1, body
-        return body["accepted"] == 1
-
-
-def start_daemon(tmp, modules_dir: Path, running: set, failed: set) -> Daemon:
-    """Start ``hostd serve --modules modules_dir`` and wait until every module settled.
-
-    Its data dir is a short temporary folder (unix socket paths are short), removed
-    by :func:`stop_daemon`; its config and log go to ``tmp``.
-    """
-    data_dir = Path(tempfile.mkdtemp(prefix="insights-e2e-"))
-    config = tmp / "hostd.toml"
-    config.write_text("[server]\nworkers = 2\n\n[limits]\ncall_timeout_s = 10\n\n"
-                      "[supervisor]\nbackoff_initial_s = 0.2\n", encoding="utf-8")
-    port = _free_port()
-    log_path = tmp / "hostd.log"
-    command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve", "--data-dir", str(data_dir),
-               "--port", str(port), "--config", str(config), "--modules", str(modules_dir)]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                   cwd=tmp)
-    daemon = Daemon(process, f"http://127.0.0.1:{port}", log_path, data_dir)
-    try:
-        def announced():
-            if process.poll() is not None:
-                raise AssertionError(f"hostd exited with {process.returncode}:\n{daemon.log()}")
-            return re.search(r"Insights dashboard: (http://\S+)", daemon.log())
-        wait_until(announced, 60, what="the dashboard URL in the log")
-        wanted = {**{m: "running" for m in running}, **{m: "failed" for m in failed}}
-        wait_until(lambda: {n: e["state"] for n, e in daemon.modules().items()} == wanted, 60,
-                   what=f"modules settled as {wanted}")
-        counts = {"running": len(running), "failed": len(failed)}
-        wait_until(lambda: daemon.get("/healthz").json()["modules"] == counts, 30, what="the web workers' table")
-    except BaseException:
-        stop_daemon(daemon)
-        raise
-    return daemon
-
-
-def stop_daemon(daemon: Daemon) -> None:
-    """SIGTERM; the daemon must exit 0 and leave no child behind."""
-    try:
-        children = psutil.Process(daemon.process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    daemon.process.send_signal(signal.SIGTERM)
-    try:
-        status = daemon.process.wait(30)
-    except subprocess.TimeoutExpired:
-        daemon.process.kill()
-        daemon.process.wait()
-        status = "killed after 30 s"
-    _, alive = psutil.wait_procs(children, timeout=10)
-    for child in alive:
-        child.kill()
-    shutil.rmtree(daemon.data_dir, ignore_errors=True)
-    assert status == 0, f"hostd exited with {status}:\n{daemon.log()[-5000:]}"
-    assert not alive, f"children left after hostd exited: {[c.pid for c in alive]}"
 
 
 @pytest.fixture(scope="module")
