@@ -109,6 +109,9 @@ class SandboxClient:
                     self._replies[(module, reply.get("id"))] = reply
                 # else: the late answer to a call given up on
             reply = self._replies.pop(key)
+        except (ModuleCrashed, ModuleTimeout):
+            self._reset(module)  # what is still queued for that sandbox must not reach its successor
+            raise
         finally:
             self._waiting.discard(key)
             self._replies.pop(key, None)
@@ -125,6 +128,11 @@ class SandboxClient:
         :raises InsightsError: the error the sandbox answered (bad parameter, module raised...).
         """
         return self.receive(self.send(record, kind, name, params, timeout_s, **fields))
+
+    def _reset(self, module: str) -> None:
+        entry = self._sockets.pop(module, None)
+        if entry is not None:
+            entry[1].close(0)  # LINGER 0: queued messages are dropped
 
     def _still_serving(self, module: str, pid) -> bool:
         if not process_alive(pid):

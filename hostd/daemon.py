@@ -60,7 +60,8 @@ class Daemon:
         env = dict(os.environ, INSIGHTS_RUNTIME=str(host.paths.runtime_file),
                    PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         timeout = int(max(host.config["limits.call_timeout_s"], host.config["limits.realtime_timeout_s"]) + 30)
-        command = [sys.executable, "-m", "gunicorn", "--bind", f"{self.config['server.bind']}:{self.port}",
+        command = [sys.executable, "-m", "gunicorn", "--config", "python:hostd.gunicorn_conf",
+                   "--bind", f"{self.config['server.bind']}:{self.port}",
                    "--workers", str(self.config["server.workers"]), "--worker-class", "sync",
                    "--graceful-timeout", str(math.ceil(self.config["server.graceful_timeout_s"])),
                    "--timeout", str(timeout), "--log-level", "warning", "--error-logfile", "-",

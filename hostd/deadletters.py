@@ -47,6 +47,12 @@ class DeadLetters:
         result = list(self._coll.aggregate([{"$match": {"module": module}}, {"$count": "n"}]))
         return result[0]["n"] if result else 0
 
+    def resume(self) -> None:
+        """After a restart: modules with letters marked for retry get them retried."""
+        for module in self._coll.distinct("module", {"status": "retry"}):
+            with self._lock:
+                self._retry_requested.add(module)
+
     def request_retry(self, module: str) -> int:
         """Mark every dead letter of ``module`` for re-delivery. :returns: how many."""
         marked = self._coll.update_many({"module": module}, {"$set": {"status": "retry"}}).matched_count

@@ -104,6 +104,7 @@ class HandlerState:
         self.position: int | None = None
         self.handled = 0
         self.failures = 0
+        self.isolate_until = 0   # after a failed batch: one event at a time up to this seq
         self.retry_at = 0.0
         self.last_run = time.time()
         self.last_error: str | None = None
@@ -224,7 +225,7 @@ class Delivery(threading.Thread):
     def _read(self, state: HandlerState) -> list[dict]:
         if state.position >= self.head:
             return []  # nothing new: no round trip to the store
-        if state.failures:
+        if state.failures or state.position < state.isolate_until:
             return self._page(state.position, 1)
         size = self._host.config["events.batch_size"]
         docs = self._page(state.position, size)
@@ -318,6 +319,7 @@ class Delivery(threading.Thread):
             self._advance(state, selected[0]["seq"], 0)
             return True
         if len(selected) > 1 and state.failures == 1:
+            state.isolate_until = selected[-1]["seq"]  # the rest of this batch one by one
             return True  # at once, one event at a time, to find the one that fails
         backoff = self._host.config["supervisor.backoff_initial_s"] * 2 ** min(state.failures - 1, 6)
         state.retry_at = time.time() + min(backoff, self._host.config["supervisor.backoff_max_s"])

@@ -234,6 +234,7 @@ class Host:
         self.eventlog.ensure_indexes()
         self.cursors = Cursors(state)
         self.dead_letters = DeadLetters(state)
+        self.dead_letters.resume()
 
     def _isolation(self):
         """:returns: a :class:`~hostd.isolation.Isolation` when sandboxes are isolated, else None."""

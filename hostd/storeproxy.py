@@ -163,6 +163,8 @@ class StoreProxy:
             for task in others:  # live connections
                 task.cancel()
             await asyncio.gather(*others, return_exceptions=True)
+        if self._loop.is_closed():
+            return
         asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

@@ -96,6 +96,8 @@ class ModuleSupervisor:
         self.ready_at: float | None = None
         self._quick_deaths = 0
         self._next_start = 0.0
+        self._load_failed = False       # the sandbox reported load_failed (then exits with 3)
+        self._kill_reason = None        # why hostd killed it, reported instead of the signal
         self._lock = threading.RLock()
 
     # -- what others see -----------------------------------------------------
@@ -115,13 +117,16 @@ class ModuleSupervisor:
         return f"ipc://{self._paths.module_ipc(self.name) / 'upcall.sock'}"
 
     def record(self) -> dict:
-        """:returns: this module's entry of the module table."""
-        with self._lock:
-            return {"name": self.name, "path": str(self.path), "state": self.state, "pid": self.pid,
-                    "restarts": self.restarts, "last_error": self.last_error,
-                    "started_at": self.started_at, "call_endpoint": self.call_endpoint,
-                    "key": self.key.hex(), "endpoints": self.endpoints, "manifest": self.manifest,
-                    "limits": self.limits, "confinement": self.confinement}
+        """:returns: this module's entry of the module table.
+
+        Reads without the lock: a start in progress holds it while waiting for the broker,
+        which must be able to answer ``/modules`` meanwhile.
+        """
+        return {"name": self.name, "path": str(self.path), "state": self.state, "pid": self.pid,
+                "restarts": self.restarts, "last_error": self.last_error,
+                "started_at": self.started_at, "call_endpoint": self.call_endpoint,
+                "key": self.key.hex(), "endpoints": self.endpoints, "manifest": self.manifest,
+                "limits": self.limits, "confinement": self.confinement}
 
     # -- transitions ---------------------------------------------------------
     def _set_state(self, state: str) -> None:
@@ -207,6 +212,7 @@ class ModuleSupervisor:
                 log_file.close()
             self.started_at = time.time()
             self.ready_at = None
+            self._load_failed = False
             self._set_state("starting")
 
     def on_ready(self, pid: int, endpoints: list, manifest: dict, confinement: dict | None = None) -> bool:
@@ -224,6 +230,7 @@ class ModuleSupervisor:
         """The module could not be loaded: remember why; :meth:`tick` marks it failed."""
         with self._lock:
             self.last_error = text
+            self._load_failed = True
 
     def fail(self, reason: str) -> None:
         """Stop the sandbox and mark the module failed (e.g. an endpoint name collision)."""
@@ -255,12 +262,14 @@ class ModuleSupervisor:
                     self._kill()
                     self._died(now)
                 return
-            if status == protocol.EXIT_LOAD_FAILED:
+            if status == protocol.EXIT_LOAD_FAILED and self._load_failed:
                 self.process = None
                 self._set_state("failed")  # starting -> failed
                 return
             log.warning("module %s: sandbox exited with status %s", self.name, status)
-            if self.last_error is None or self.state == "running":
+            if self._kill_reason is not None:
+                self.last_error, self._kill_reason = self._kill_reason, None
+            elif self.last_error is None or self.state == "running":
                 self.last_error = self._death_reason(status)
             self._died(now)
 
@@ -275,6 +284,11 @@ class ModuleSupervisor:
                         f" ({self.limits['max_processes']})")
         if status == -signal.SIGXCPU:
             return "killed: over its CPU limit"
+        if status < 0:
+            try:
+                return f"sandbox process killed by {signal.Signals(-status).name} (status {status})"
+            except ValueError:
+                pass
         return f"sandbox process exited with status {status}"
 
     def _died(self, now: float) -> None:
@@ -294,7 +308,7 @@ class ModuleSupervisor:
         """A call exceeded its deadline: kill the sandbox; :meth:`tick` restarts it."""
         with self._lock:
             if self.state == "running":
-                self.last_error = reason
+                self._kill_reason = f"killed: {reason}"
                 self._kill(graceful=False)
 
     def _kill(self, graceful: bool = True, timeout_s: float = 3.0) -> None:

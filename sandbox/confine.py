@@ -126,7 +126,7 @@ def apply(plan: dict) -> dict:
     if plan.get("address_space_mb"):
         _set(resource.RLIMIT_AS, int(plan["address_space_mb"]) * _MB)
         enforced["address_space"] = f"{plan['address_space_mb']} MiB"
-    if plan.get("max_processes") and os.getuid() != 0:
+    if plan.get("max_processes") and "uid" in enforced:
         # counted per uid (threads included): only meaningful with a uid of its own
         _set(resource.RLIMIT_NPROC, int(plan["max_processes"]))
         enforced["processes"] = str(plan["max_processes"])

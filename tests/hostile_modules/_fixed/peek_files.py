@@ -1,0 +1,7 @@
+"""peek_files, fixed: minds its own business."""
+from sandbox import query
+
+
+@query()
+def peek_files_status():
+    return "fixed"
