@@ -475,6 +475,11 @@ class Host:
                 supervisor.fail(f"{kind} {name!r} is defined by both module {other.name!r}"
                                 f" ({other.path}) and module {module!r} ({supervisor.path})")
                 return
+        for endpoint in endpoints:  # a new backfill=False handler starts at the head as of now
+            options = endpoint.get("options") or {}
+            if endpoint["class"] == "handler" and not options.get("backfill", True) \
+                    and self.cursors.get(module, endpoint["name"]) is None:
+                self.cursors.set(module, endpoint["name"], self.eventlog.head())
         supervisor.on_ready(pid, endpoints, manifest, confinement)
 
     def _on_appended(self, seq: int) -> None:
