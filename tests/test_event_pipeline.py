@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -69,22 +68,13 @@ HOSTD = [sys.executable, "-c", "from hostd.cli import main; main()"]
 
 # -- helpers ----------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from running_hostd import free_port as _free_port  # noqa: E402
+from running_hostd import wait_until as _wait_until  # noqa: E402
 
 
-def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.1, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy. :returns: that value."""
-    deadline = time.time() + timeout_s
-    last = None
-    while time.time() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})")
+def wait_until(predicate, timeout_s: float = 60.0, **options):
+    """:func:`running_hostd.wait_until`, with this file's longer default."""
+    return _wait_until(predicate, timeout_s, **options)
 
 
 def _gone(proc: psutil.Process) -> bool:

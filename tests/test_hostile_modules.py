@@ -47,7 +47,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -125,22 +124,7 @@ def check_known_bugs(failed: list[str]) -> None:
 
 # -- helpers -------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy. :returns: that value."""
-    deadline = time.time() + timeout_s
-    last = None
-    while time.time() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})")
+from running_hostd import free_port as _free_port, wait_until  # noqa: E402
 
 
 def _gone(pid: int) -> bool:
