@@ -37,6 +37,8 @@ import pymongo
 import pytest
 import requests
 
+from running_hostd import wait_until
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,18 +66,6 @@ def _hostd_command(data_dir, port, config, modules) -> list[str]:
     for folder in modules:
         command += ["--modules", str(folder)]
     return command
-
-
-def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.1, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy. :returns: that value."""
-    deadline = time.time() + timeout_s
-    last = None
-    while time.time() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})")
 
 
 def event_identity(event: dict) -> str:
