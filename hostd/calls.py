@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import time
+from typing import NamedTuple
 
 import zmq
 
 from sandbox import protocol
 from sandbox.errors import ModuleCrashed, ModuleTimeout, error_from_reply
 
-__all__ = ["SandboxClient", "process_alive"]
+__all__ = ["SandboxClient", "PendingCall", "process_alive"]
 
 _SLICE_MS = 50  # how often a waiting call checks that the sandbox is still alive
 
@@ -37,6 +38,31 @@ def process_alive(pid) -> bool:
         return False
 
 
+class _Channel(NamedTuple):
+    """One module's connection: what it was made for, its socket and signer, the latest record."""
+
+    key: tuple
+    socket: zmq.Socket
+    signer: protocol.Signer
+    record: dict
+
+
+class PendingCall:
+    """A call sent to a sandbox whose reply :meth:`SandboxClient.receive` waits for."""
+
+    __slots__ = ("record", "id", "deadline", "kind", "name", "timeout_s")
+
+    def __init__(self, record: dict, call_id: int, deadline: float, kind: str, name: str,
+                 timeout_s: float):
+        self.record, self.id, self.deadline = record, call_id, deadline
+        self.kind, self.name, self.timeout_s = kind, name, timeout_s
+
+    @property
+    def what(self) -> str:
+        """``query 'name'``: the call, for error messages."""
+        return f"{self.kind} {self.name!r}"
+
+
 class SandboxClient:
     """Synchronous calls to sandboxes, for the thread that created it.
 
@@ -49,37 +75,42 @@ class SandboxClient:
     def __init__(self, context: zmq.Context, current_record=None):
         self._context = context
         self._current = current_record
-        self._sockets: dict = {}
+        self._channels: dict = {}    # module -> _Channel
         self._waiting: set = set()   # (module, id) of calls sent and not yet received
         self._replies: dict = {}     # replies that arrived while waiting for another call
 
     def _socket(self, record: dict):
+        """:returns: ``(socket, signer)`` of the module of ``record``, (re)connected as needed."""
+        channel = self._channels.get(record["name"])
+        if channel is not None and channel.record is record:  # the common case: the same table record
+            return channel.socket, channel.signer
         key = (record["name"], record["call_endpoint"], record["key"])
-        entry = self._sockets.get(record["name"])
-        if entry is None or entry[0] != key:
-            if entry is not None:
-                entry[1].close(0)
+        if channel is None or channel.key != key:
+            if channel is not None:
+                channel.socket.close(0)
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             # A blocking recv with a timeout: far cheaper per round trip than zmq.poll
             sock.setsockopt(zmq.RCVTIMEO, _SLICE_MS)
             sock.connect(record["call_endpoint"])
-            entry = (key, sock, protocol.Signer(bytes.fromhex(record["key"])))
-            self._sockets[record["name"]] = entry
-        return entry[1], entry[2]
+            channel = _Channel(key, sock, protocol.Signer(bytes.fromhex(record["key"])), record)
+        else:  # a new record of the same sandbox (its state or counters changed)
+            channel = channel._replace(record=record)
+        self._channels[record["name"]] = channel
+        return channel.socket, channel.signer
 
     def send(self, record: dict, kind: str, name: str, params=None, timeout_s: float = 30.0,
-             **fields) -> dict:
+             **fields) -> "PendingCall":
         """Send a call without waiting. :returns: a pending call for :meth:`receive`."""
         sock, signer = self._socket(record)
         message = protocol.request("call", timeout_s, kind=kind, name=name, params=params or {},
                                    **fields)
-        sock.send_multipart(signer.pack(message))
-        self._waiting.add((record["name"], message["id"]))
-        return {"record": record, "id": message["id"], "deadline": message["deadline"],
-                "pid": record.get("pid"), "what": f"{kind} {name!r}", "timeout_s": timeout_s}
+        sock.send(signer.pack_frame(message))  # one frame: send_multipart costs more
+        pending = PendingCall(record, message["id"], message["deadline"], kind, name, timeout_s)
+        self._waiting.add((record["name"], pending.id))
+        return pending
 
-    def receive(self, pending: dict):
+    def receive(self, pending: "PendingCall"):
         """Wait for a sent call's reply.
 
         :returns: the endpoint's result.
@@ -87,34 +118,36 @@ class SandboxClient:
         :raises ModuleCrashed: the sandbox died during the call.
         :raises InsightsError: the error the sandbox answered (bad parameter, module raised...).
         """
-        record, module = pending["record"], pending["record"]["name"]
-        key = (module, pending["id"])
-        sock, signer = self._socket(record)
+        module = pending.record["name"]
+        key = (module, pending.id)
+        sock, signer = self._socket(pending.record)
         try:
-            while key not in self._replies:
-                if pending["deadline"] - time.time() <= 0:
-                    raise ModuleTimeout(f"{pending['what']} of module {module!r} did not answer"
-                                        f" within {pending['timeout_s']:g} s")
+            reply = self._replies.pop(key, None)  # arrived while waiting for another call
+            while reply is None:
+                if pending.deadline - time.time() <= 0:
+                    raise ModuleTimeout(f"{pending.what} of module {module!r} did not answer"
+                                        f" within {pending.timeout_s:g} s")
                 try:
-                    frames = sock.recv_multipart()
+                    frame = sock.recv()  # a sandbox answers with one frame
                 except zmq.Again:
-                    if not self._still_serving(module, pending["pid"]):
-                        raise ModuleCrashed(f"module {module!r} died during {pending['what']}") from None
+                    if not self._still_serving(module, pending.record.get("pid")):
+                        raise ModuleCrashed(f"module {module!r} died during {pending.what}") from None
                     continue
                 try:
-                    reply = signer.unpack(frames)
+                    answer = signer.unpack_frame(frame)
                 except protocol.ProtocolError:
                     continue
-                if (module, reply.get("id")) in self._waiting:  # ours, or another call in flight
-                    self._replies[(module, reply.get("id"))] = reply
+                answer_id = answer.get("id")
+                if answer_id == pending.id:
+                    reply = answer
+                elif (module, answer_id) in self._waiting:  # another call in flight
+                    self._replies[(module, answer_id)] = answer
                 # else: the late answer to a call given up on
-            reply = self._replies.pop(key)
         except (ModuleCrashed, ModuleTimeout):
             self._reset(module)  # what is still queued for that sandbox must not reach its successor
             raise
         finally:
             self._waiting.discard(key)
-            self._replies.pop(key, None)
         if reply.get("ok"):
             return reply.get("result")
         raise error_from_reply(reply.get("error") or {})
@@ -130,9 +163,9 @@ class SandboxClient:
         return self.receive(self.send(record, kind, name, params, timeout_s, **fields))
 
     def _reset(self, module: str) -> None:
-        entry = self._sockets.pop(module, None)
-        if entry is not None:
-            entry[1].close(0)  # LINGER 0: queued messages are dropped
+        channel = self._channels.pop(module, None)
+        if channel is not None:
+            channel.socket.close(0)  # LINGER 0: queued messages are dropped
 
     def _still_serving(self, module: str, pid) -> bool:
         if not process_alive(pid):
@@ -145,6 +178,6 @@ class SandboxClient:
 
     def close(self) -> None:
         """Close every socket."""
-        for _, sock, _ in self._sockets.values():
-            sock.close(0)
-        self._sockets.clear()
+        for channel in self._channels.values():
+            channel.socket.close(0)
+        self._channels.clear()

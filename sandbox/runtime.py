@@ -190,15 +190,20 @@ class _Server:
         return protocol.reply_error(message, "module_error",
                                     f"{where} of module {self.spec['module']!r} raised {type(err).__name__}")
 
-    def serve_one(self, block: bool = False) -> None:
+    def serve_one(self, block: bool = False) -> bool:
         """Receive, verify and answer one request (never raises for bad input).
 
         :param block: wait up to the socket's receive timeout for a request.
+        :returns: whether a message arrived.
         """
         try:
             frames = self.call_socket.recv_multipart(0 if block else zmq.NOBLOCK)
         except zmq.Again:
-            return
+            return False
+        self._handle(frames)
+        return True
+
+    def _handle(self, frames: list) -> None:
         identity, body = protocol.split_envelope(frames)
         try:
             message = self.signer.unpack(body)
@@ -246,7 +251,8 @@ class _Server:
         self.call_socket.setsockopt(zmq.RCVTIMEO, 500)
         parent = self.spec.get("parent_pid")
         while not self.stopping:
-            self.serve_one(block=True)
+            if self.serve_one(block=True):
+                continue  # busy: the parent is checked when idle (a dead hostd stops sending)
             if parent and os.getppid() != parent:
                 log.warning("hostd is gone; exiting")
                 return

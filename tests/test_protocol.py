@@ -21,13 +21,24 @@ def signer():
     return Signer(KEY)
 
 
+def split(frames):
+    """:returns: ``(signature, payload)`` of a packed message."""
+    (frame,) = frames
+    return frame[:protocol.SIGNATURE_BYTES], frame[protocol.SIGNATURE_BYTES:]
+
+
+def join(signature, payload):
+    """:returns: the frames of a message with this signature and payload."""
+    return [signature + payload]
+
+
 def test_round_trip_keeps_the_message(signer):
     message = protocol.request("call", kind="query", name="grades",
                                params={"course": "x", "n": [1, 2]})
-    frames = signer.pack(message)
-    assert len(frames) == 2 and all(isinstance(f, bytes) for f in frames)
+    frames = signer.pack(dict(message))
+    assert len(frames) == 1 and isinstance(frames[0], bytes)  # signature + payload, one frame
     assert signer.unpack(frames) == message  # the replay stamps are checked and removed
-    assert b"_nonce" in frames[1] and b"_sent" in frames[1]
+    assert b"_nonce" in frames[0] and b"_sent" in frames[0]
 
 
 def test_numpy_values_are_converted(signer):
@@ -73,22 +84,22 @@ def test_identity_frames_before_the_message_are_ignored(signer):
 
 
 def test_tampered_payload_is_rejected(signer):
-    signature, payload = signer.pack(protocol.notification("ready", module="a"))
+    signature, payload = split(signer.pack(protocol.notification("ready", module="a")))
     tampered = payload.replace(b"a", b"b")
     assert tampered != payload
     with pytest.raises(ProtocolError, match="signature"):
-        signer.unpack([signature, tampered])
+        signer.unpack(join(signature, tampered))
 
 
 def test_tampered_signature_is_rejected(signer):
-    signature, payload = signer.pack(protocol.notification("ready"))
+    signature, payload = split(signer.pack(protocol.notification("ready")))
     bad = bytes([signature[0] ^ 1]) + signature[1:]
     with pytest.raises(ProtocolError):
-        signer.unpack([bad, payload])
+        signer.unpack(join(bad, payload))
     with pytest.raises(ProtocolError):
-        signer.unpack([signature[:-1], payload])
+        signer.unpack(join(signature[:-1], payload))
     with pytest.raises(ProtocolError):
-        signer.unpack([b"", payload])
+        signer.unpack(join(b"", payload))
 
 
 def test_wrong_key_is_rejected(signer):
@@ -110,29 +121,31 @@ def test_wrong_version_is_rejected(signer):
 def test_a_signed_non_map_is_rejected(signer):
     payload = msgpack.packb([protocol.VERSION, "ready"], use_bin_type=True)
     with pytest.raises(ProtocolError):
-        signer.unpack([signer.sign(payload), payload])
+        signer.unpack(join(signer.sign(payload), payload))
 
 
 def test_signed_garbage_is_rejected(signer):
     payload = b"\xc1\xc1\xc1 not msgpack"
     with pytest.raises(ProtocolError, match="undecodable"):
-        signer.unpack([signer.sign(payload), payload])
-    truncated = signer.pack(protocol.notification("ready", module="abc"))[1][:-2]
+        signer.unpack(join(signer.sign(payload), payload))
+    truncated = split(signer.pack(protocol.notification("ready", module="abc")))[1][:-2]
     with pytest.raises(ProtocolError):
-        signer.unpack([signer.sign(truncated), truncated])
+        signer.unpack(join(signer.sign(truncated), truncated))
 
 
-def test_too_few_frames_are_rejected(signer):
-    with pytest.raises(ProtocolError):
+def test_missing_or_short_frames_are_rejected(signer):
+    with pytest.raises(ProtocolError, match="no frame"):
         signer.unpack([])
-    with pytest.raises(ProtocolError):
-        signer.unpack([signer.pack(protocol.notification("ready"))[1]])
+    with pytest.raises(ProtocolError, match="too short"):
+        signer.unpack([signer.sign(b"")])
+    with pytest.raises(ProtocolError):  # the payload alone, its signature lost
+        signer.unpack([split(signer.pack(protocol.notification("ready")))[1]])
 
 
 def test_oversized_payload_is_rejected_before_verifying(signer):
     payload = b"\x00" * (protocol.MAX_MESSAGE_BYTES + 1)
     with pytest.raises(ProtocolError, match="too large"):
-        signer.unpack([b"\x00" * 32, payload])
+        signer.unpack(join(b"\x00" * 32, payload))
 
 
 def test_oversized_payload_is_rejected_even_when_signed(signer, monkeypatch):
@@ -195,3 +208,58 @@ def test_a_stale_frame_is_refused(monkeypatch):
     with pytest.raises(protocol.ProtocolError, match="stale"):
         receiver.unpack(frames)
     assert receiver.replays == 1
+
+
+def test_frames_arriving_out_of_order_are_each_accepted_once():
+    sender, receiver = protocol.Signer(b"k" * 32), protocol.Signer(b"k" * 32)
+    frames = [sender.pack(protocol.request("ping")) for _ in range(5)]
+    for index in (0, 3, 1, 4, 2):  # late frames within the window still pass, once
+        assert receiver.unpack(frames[index])["type"] == "ping_request"
+    for index in range(5):
+        with pytest.raises(protocol.ProtocolError, match="replayed"):
+            receiver.unpack(frames[index])
+    assert receiver.replays == 5
+
+
+def test_a_frame_too_far_behind_its_sender_is_refused():
+    sender, receiver = protocol.Signer(b"k" * 32), protocol.Signer(b"k" * 32)
+    held_back = sender.pack(protocol.request("ping"))
+    for _ in range(protocol.REORDER_WINDOW):
+        receiver.unpack(sender.pack(protocol.request("ping")))
+    with pytest.raises(protocol.ProtocolError, match="too far behind"):
+        receiver.unpack(held_back)
+    assert receiver.replays == 1
+
+
+def test_each_sender_is_tracked_apart():
+    first, second = protocol.Signer(b"k" * 32), protocol.Signer(b"k" * 32)
+    receiver = protocol.Signer(b"k" * 32)
+    frames = [first.pack(protocol.request("ping")), second.pack(protocol.request("ping"))]
+    for frame in frames:  # both carry counter 1, from different senders
+        assert receiver.unpack(frame)["type"] == "ping_request"
+
+
+def test_receiver_memory_does_not_grow_with_traffic_and_silent_senders_are_forgotten(monkeypatch):
+    senders = [protocol.Signer(b"k" * 32) for _ in range(3)]
+    receiver = protocol.Signer(b"k" * 32)
+    for _ in range(3000):
+        for sender in senders:
+            receiver.unpack(sender.pack(protocol.request("ping")))
+    assert len(receiver._peers) == 3
+    assert all(peer[1].bit_length() <= protocol.REORDER_WINDOW for peer in receiver._peers.values())
+    real_time = protocol.time.time
+    later = real_time() + protocol.REPLAY_WINDOW_S + 1
+    monkeypatch.setattr(protocol.time, "time", lambda: later)
+    fresh = protocol.Signer(b"k" * 32)
+    receiver.unpack(fresh.pack(protocol.request("ping")))
+    assert list(receiver._peers) == [fresh._token]
+
+
+def test_a_malformed_nonce_is_refused():
+    sender, receiver = protocol.Signer(b"k" * 32), protocol.Signer(b"k" * 32)
+    for nonce in ("abc1", ["abc", 0], ["abc"], [1, 2], ["abc", "1"]):
+        payload = msgpack.packb({**protocol.request("ping"), "_nonce": nonce, "_sent": time.time()},
+                                use_bin_type=True)
+        with pytest.raises(protocol.ProtocolError, match="unstamped"):
+            receiver.unpack([sender.sign(payload) + payload])
+    assert receiver.replays == 5
