@@ -35,6 +35,7 @@ from .delivery import Delivery, compile_filter
 from .eventlog import Cursors, EventLog
 from .ingest import IngestThread
 from .modtable import Snapshot, write_table
+from .placement import CpuPlacement
 from .reloader import Reloader
 from .supervisor import ModuleSupervisor, sandbox_environment
 
@@ -170,6 +171,7 @@ class Host:
         self.client = None
         self.dead_letters = None
         self._realtime_filters: dict = {}
+        self.placement = CpuPlacement(config["sandbox.pin_cpu"])
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -288,7 +290,8 @@ class Host:
         supervisor = ModuleSupervisor(name, folder or Path("."), limits, self.paths, self.config,
                                       self.store_url, module_fs_key(self.fs_master_key, name),
                                       self._dirty.set, self.properties_files, self.cgroups,
-                                      self.isolation, self.broker, getattr(self, "forkserver", None))
+                                      self.isolation, self.broker, getattr(self, "forkserver", None),
+                                      self.placement)
         if error:
             supervisor.fail(error)
         return supervisor
@@ -315,6 +318,7 @@ class Host:
                 self.publish()
                 del self._supervisors[name]
             if name not in found and name not in errors:
+                self.placement.release(name)
                 log.info("module %s removed", name)
                 continue
             supervisor = self._new_supervisor(name, found.get(name), errors.get(name) or property_errors.get(name))

@@ -63,10 +63,12 @@ class ModuleSupervisor:
     :param isolation: the host's :class:`~hostd.isolation.Isolation` (None: not isolated).
     :param broker: the host's :class:`~hostd.broker.Broker` (binds the module's upcall socket).
     :param forkserver: the host's :class:`~hostd.forkclient.ForkServer` (None: fresh interpreters).
+    :param placement: the host's :class:`~hostd.placement.CpuPlacement` (None: not pinned).
     """
 
     def __init__(self, name, path, limits, paths, settings, store_url, fs_key: bytes, on_change,
-                 properties_files=None, cgroups=None, isolation=None, broker=None, forkserver=None):
+                 properties_files=None, cgroups=None, isolation=None, broker=None, forkserver=None,
+                 placement=None):
         self.name = name
         self.path = Path(path)
         self.limits = limits
@@ -80,6 +82,7 @@ class ModuleSupervisor:
         self._isolation = isolation
         self._broker = broker
         self._forkserver = forkserver
+        self._placement = placement
         self._cgroup = None
         self._counters = {"oom_kill": 0, "pids_max": 0}
         self.confinement: dict = {}
@@ -170,7 +173,8 @@ class ModuleSupervisor:
         address_space = memory * 4 + 1024 if self._cgroup is not None else memory + 512
         return {"memory_mb": memory, "max_processes": self.limits["max_processes"],
                 "max_open_files": self.limits["max_open_files"], "address_space_mb": address_space,
-                "cgroup_procs": self._cgroup.procs_files if self._cgroup is not None else []}
+                "cgroup_procs": self._cgroup.procs_files if self._cgroup is not None else [],
+                "cpu": self._placement.assign(self.name) if self._placement is not None else None}
 
     def _use_forkserver(self) -> bool:
         return self._forkserver is not None and self._forkserver.alive

@@ -770,6 +770,33 @@ def test_modules_status(hostd):
     assert collect["handled"] >= 1 and collect["lag"] == 0 and collect["mode"] == "queued"
 
 
+def _allowed_cpus(pid: int, tid: int) -> str:
+    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no Cpus_allowed_list for thread {tid} of {pid}")
+
+
+def test_each_sandbox_runs_on_one_cpu_with_its_zeromq_threads(hostd):
+    """``sandbox.pin_cpu`` (on by default): one CPU per sandbox, spread, ZeroMQ's threads with it."""
+    status = hostd.modules()
+    running = {name: entry for name, entry in status.items() if entry["state"] == "running"}
+    assert len(running) >= 4, status
+    available = os.sched_getaffinity(0)
+    per_cpu: dict = {}
+    for name, entry in running.items():
+        process = psutil.Process(entry["pid"])
+        (cpu,) = process.cpu_affinity()  # exactly one
+        assert cpu in available
+        assert entry["confinement"]["cpu"] == f"runs on CPU {cpu}", entry["confinement"]
+        threads = [thread.id for thread in process.threads()]
+        assert len(threads) >= 2  # its own and ZeroMQ's I/O thread
+        assert {_allowed_cpus(process.pid, tid) for tid in threads} == {str(cpu)}, name
+        per_cpu[cpu] = per_cpu.get(cpu, 0) + 1
+    most = -(-len(running) // len(available))  # spread: no CPU holds more than its share
+    assert max(per_cpu.values()) <= most, per_cpu
+
+
 # -- 12. the data dir -------------------------------------------------------------
 
 def test_data_dir_lock_and_store_url(hostd, tmp_path):
