@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import time
 
 import msgpack
@@ -100,6 +102,13 @@ def test_tampered_signature_is_rejected(signer):
         signer.unpack(join(signature[:-1], payload))
     with pytest.raises(ProtocolError):
         signer.unpack(join(b"", payload))
+
+
+@pytest.mark.parametrize("key", [KEY, b"", b"short", bytes(range(200))])
+def test_signature_is_the_standard_hmac_blake2s(key):
+    payload = b"any payload \x00\xff" * 7
+    assert Signer(key).sign(payload) == hmac.new(key, payload, hashlib.blake2s).digest()
+    assert len(Signer(key).sign(payload)) == protocol.SIGNATURE_BYTES
 
 
 def test_wrong_key_is_rejected(signer):
