@@ -230,13 +230,18 @@ class Daemon:
 
     def wait_module(self, name: str, predicate, what: str, timeout_s: float = 60.0) -> dict:
         """:returns: ``name``'s ``/modules`` entry once ``predicate(entry)`` holds."""
+        seen = []
+
         def check():
             entry = self.module(name)
+            seen[:] = [entry]
             return entry if predicate(entry) else None
         try:
             return wait_until(check, timeout_s, what=f"module {name} {what}")
         except AssertionError as err:
-            raise AssertionError(f"{err}\nhostd log tail:\n{self.log()[-3000:]}") from None
+            lines = [line for line in self.log().splitlines() if f"module {name}" in line]
+            raise AssertionError(f"{err}\nits last /modules entry: {seen}\nhostd log lines about it:\n"
+                                 + "\n".join(lines[-40:]) + f"\nhostd log tail:\n{self.log()[-3000:]}") from None
 
     def wait_answer(self, query: str, expected, timeout_s: float = 60.0, **params):
         """Poll a query until it answers 200 with ``expected`` (404/502/503 while its module (re)starts)."""
