@@ -10,7 +10,7 @@ alternating which goes first, measures with ``wrk``:
 and prints the medians, the added p50 (stack - baseline) and the throughput
 ratio (stack / baseline). Needs ``wrk`` (Debian package ``wrk``).
 
-    python bench/query_roundtrip.py [--runs 5] [--seconds 5] [--workers 2]
+    python bench/query_roundtrip.py [--runs 5] [--seconds 5] [--workers 4]
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=4, help="web workers of both (hostd's default: 4)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed (apt-get install wrk)", file=sys.stderr)
