@@ -40,14 +40,10 @@ def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.1, what
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})")
 
 
-class Daemon:
-    """A running ``hostd serve`` (``base`` is its URL)."""
+class HttpClient:
+    """HTTP calls to the daemon at ``self.base``, with a timeout unless one is given."""
 
-    def __init__(self, process, base, log_path, data_dir):
-        self.process, self.base, self.log_path, self.data_dir = process, base, log_path, data_dir
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    base: str
 
     def request(self, method, path, **kwargs):
         kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
@@ -61,6 +57,16 @@ class Daemon:
 
     def put(self, path, **kwargs):
         return self.request("PUT", path, **kwargs)
+
+
+class Daemon(HttpClient):
+    """A running ``hostd serve`` (``base`` is its URL)."""
+
+    def __init__(self, process, base, log_path, data_dir):
+        self.process, self.base, self.log_path, self.data_dir = process, base, log_path, data_dir
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
     def modules(self) -> dict:
         response = self.get("/modules")

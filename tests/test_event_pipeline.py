@@ -69,6 +69,7 @@ HOSTD = [sys.executable, "-c", "from hostd.cli import main; main()"]
 # -- helpers ----------------------------------------------------------------
 
 from running_hostd import free_port as _free_port  # noqa: E402
+from running_hostd import HttpClient  # noqa: E402
 from running_hostd import wait_until as _wait_until  # noqa: E402
 
 
@@ -115,7 +116,7 @@ def new_tag() -> str:
     return "t" + uuid.uuid4().hex[:12]
 
 
-class Hostd:
+class Hostd(HttpClient):
     """One ``hostd serve`` on a data dir: start, wait ready, stop, kill -9, start again.
 
     :param tmp: a private folder for the config and the logs. The data dir is a short
@@ -283,14 +284,6 @@ class Hostd:
                 shutil.rmtree(self.data_dir.parent, ignore_errors=True)
 
     # -- HTTP -----------------------------------------------------------------
-    def get(self, path, **kwargs):
-        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
-        return requests.get(self.base + path, **kwargs)
-
-    def post(self, path, **kwargs):
-        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
-        return requests.post(self.base + path, **kwargs)
-
     def post_events(self, body):
         """POST ``body`` (JSON-encoded here) to ``/event``."""
         return self.post("/event", data=json.dumps(body), headers={"Content-Type": "application/json"})

@@ -124,7 +124,7 @@ def check_known_bugs(failed: list[str]) -> None:
 
 # -- helpers -------------------------------------------------------------------
 
-from running_hostd import free_port as _free_port, wait_until  # noqa: E402
+from running_hostd import HttpClient, free_port as _free_port, wait_until  # noqa: E402
 
 
 def _gone(pid: int) -> bool:
@@ -162,7 +162,7 @@ def _kill_quietly(processes) -> None:
             process.kill()
 
 
-class Daemon:
+class Daemon(HttpClient):
     """A running ``hostd serve`` over a folder of copied modules, and the calls the tests make."""
 
     def __init__(self, root: Path, modules: list[str]):
@@ -212,14 +212,6 @@ class Daemon:
         return entry["state"] == "running"
 
     # -- HTTP ----------------------------------------------------------------
-    def get(self, path, **kwargs):
-        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
-        return requests.get(self.base + path, **kwargs)
-
-    def post(self, path, **kwargs):
-        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
-        return requests.post(self.base + path, **kwargs)
-
     def modules(self) -> dict:
         response = self.get("/modules")
         assert response.status_code == 200, response.text

@@ -35,9 +35,8 @@ from pathlib import Path
 import psutil
 import pymongo
 import pytest
-import requests
 
-from running_hostd import wait_until
+from running_hostd import HttpClient, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -95,7 +94,7 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
     return body["error"]
 
 
-class Daemon:
+class Daemon(HttpClient):
     """A running ``hostd serve`` and the HTTP calls the tests make to it."""
 
     def __init__(self, process, base, data_dir, log_path, port):
@@ -107,14 +106,6 @@ class Daemon:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-    def get(self, path, **kwargs):
-        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
-        return requests.get(self.base + path, **kwargs)
-
-    def post(self, path, **kwargs):
-        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
-        return requests.post(self.base + path, **kwargs)
 
     def post_events(self, body):
         """POST ``body`` (JSON-encoded here unless already bytes/str) to ``/event``."""
