@@ -96,6 +96,31 @@ class Daemon(HttpClient):
         return body["accepted"] == 1
 
 
+def launch(tmp, data_dir, config, modules_dir) -> tuple[subprocess.Popen, str, Path]:
+    """Start ``hostd serve`` on a free port, its output going to ``tmp/hostd.log``.
+
+    :returns: ``(process, base URL, log path)``; see :func:`wait_announced`.
+    """
+    port = free_port()
+    log_path = tmp / "hostd.log"
+    command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve", "--data-dir", str(data_dir),
+               "--port", str(port), "--config", str(config), "--modules", str(modules_dir)]
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                   cwd=tmp)
+    return process, f"http://127.0.0.1:{port}", log_path
+
+
+def wait_announced(process: subprocess.Popen, log_path: Path, timeout_s: float = 60.0) -> None:
+    """Wait for the dashboard URL in the log. :raises AssertionError: hostd exited or stayed silent."""
+    def announced():
+        log = log_path.read_text(errors="replace")
+        if process.poll() is not None:
+            raise AssertionError(f"hostd exited with {process.returncode}:\n{log}")
+        return re.search(r"Insights dashboard: (http://\S+)", log)
+    wait_until(announced, timeout_s, what="the dashboard URL in the log")
+
+
 def start_daemon(tmp, modules_dir: Path, running: set, failed: set) -> Daemon:
     """Start ``hostd serve --modules modules_dir`` and wait until every module settled.
 
@@ -106,20 +131,10 @@ def start_daemon(tmp, modules_dir: Path, running: set, failed: set) -> Daemon:
     config = tmp / "hostd.toml"
     config.write_text("[server]\nworkers = 2\n\n[limits]\ncall_timeout_s = 10\n\n"
                       "[supervisor]\nbackoff_initial_s = 0.2\n", encoding="utf-8")
-    port = free_port()
-    log_path = tmp / "hostd.log"
-    command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve", "--data-dir", str(data_dir),
-               "--port", str(port), "--config", str(config), "--modules", str(modules_dir)]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                   cwd=tmp)
-    daemon = Daemon(process, f"http://127.0.0.1:{port}", log_path, data_dir)
+    process, base, log_path = launch(tmp, data_dir, config, modules_dir)
+    daemon = Daemon(process, base, log_path, data_dir)
     try:
-        def announced():
-            if process.poll() is not None:
-                raise AssertionError(f"hostd exited with {process.returncode}:\n{daemon.log()}")
-            return re.search(r"Insights dashboard: (http://\S+)", daemon.log())
-        wait_until(announced, 60, what="the dashboard URL in the log")
+        wait_announced(process, log_path)
         wanted = {**{m: "running" for m in running}, **{m: "failed" for m in failed}}
         wait_until(lambda: {n: e["state"] for n, e in daemon.modules().items()} == wanted, 60,
                    what=f"modules settled as {wanted}")

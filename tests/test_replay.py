@@ -39,7 +39,7 @@ SUMMARY_LINE = re.compile(r"^(lines read|events read|events sent|accepted|duplic
 
 # -- helpers ----------------------------------------------------------------
 
-from running_hostd import free_port as _free_port, wait_until  # noqa: E402
+from running_hostd import free_port as _free_port, launch, wait_announced, wait_until  # noqa: E402
 
 
 def identity(event: dict) -> str:
@@ -126,21 +126,10 @@ def hostd(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hostd_replay")
     config = tmp / "hostd.toml"
     config.write_text("[supervisor]\nbackoff_initial_s = 0.2\n", encoding="utf-8")
-    port = _free_port()
-    log_path = tmp / "hostd.log"
-    command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve",
-               "--data-dir", str(tmp / "data"), "--port", str(port), "--config", str(config),
-               "--modules", str(CONTRIB)]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                   stderr=subprocess.STDOUT, cwd=tmp)
-    daemon = Daemon(process, f"http://127.0.0.1:{port}", log_path)
+    process, base, log_path = launch(tmp, tmp / "data", config, CONTRIB)
+    daemon = Daemon(process, base, log_path)
     try:
-        def announced():
-            if process.poll() is not None:
-                raise AssertionError(f"hostd exited with {process.returncode}:\n{daemon.log()}")
-            return re.search(r"Insights dashboard: (http://\S+)", daemon.log())
-        wait_until(announced, 60, what="the dashboard URL in the log")
+        wait_announced(process, log_path)
         wait_until(lambda: daemon.dump_module()["state"] == "running", 60, what="dump_to_db running")
         yield daemon
     finally:
