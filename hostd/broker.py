@@ -197,7 +197,8 @@ class Broker(threading.Thread):
         kind = message.get("type")
         if kind == "ready":
             self._host.on_ready(module, message.get("pid"), message.get("endpoints") or [],
-                                message.get("manifest") or {}, message.get("confinement") or {})
+                                message.get("manifest") or {}, message.get("confinement") or {},
+                                message.get("cpu"))
         elif kind == "load_failed":
             supervisor.on_load_failed(message.get("traceback") or "")
         elif kind == "error_report":

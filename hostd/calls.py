@@ -1,8 +1,9 @@
 """Calling into sandboxes from hostd's processes (web workers, delivery, harness).
 
 A :class:`SandboxClient` belongs to one thread. It keeps one DEALER socket per
-module, connected to the module's ``call`` endpoint; ZeroMQ reconnects it by
-itself when the sandbox restarts on the same endpoint. Each call carries an id
+module, connected to the module's ``call`` endpoint, made in the context whose
+I/O thread runs on the sandbox's CPU (:meth:`sandbox.transport.Contexts.near`);
+ZeroMQ reconnects it by itself when the sandbox restarts on the same endpoint. Each call carries an id
 and a deadline; replies to calls that were given up on are discarded.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import zmq
 
 from sandbox import protocol
 from sandbox.errors import ModuleCrashed, ModuleTimeout, error_from_reply
+from sandbox.transport import Contexts
 
 __all__ = ["SandboxClient", "PendingCall", "process_alive"]
 
@@ -66,14 +68,14 @@ class PendingCall:
 class SandboxClient:
     """Synchronous calls to sandboxes, for the thread that created it.
 
-    :param context: a ``zmq.Context`` created in this process.
+    :param contexts: the :class:`~sandbox.transport.Contexts` of this process.
     :param current_record: callable ``current_record(module) -> record | None`` giving
         the module's latest table record, used to notice a sandbox that died
         during a call (the call then raises :class:`ModuleCrashed`).
     """
 
-    def __init__(self, context: zmq.Context, current_record=None):
-        self._context = context
+    def __init__(self, contexts: Contexts, current_record=None):
+        self._contexts = contexts
         self._current = current_record
         self._channels: dict = {}    # module -> _Channel
         self._waiting: set = set()   # (module, id) of calls sent and not yet received
@@ -84,11 +86,11 @@ class SandboxClient:
         channel = self._channels.get(record["name"])
         if channel is not None and channel.record is record:  # the common case: the same table record
             return channel.socket, channel.signer
-        key = (record["name"], record["call_endpoint"], record["key"])
+        key = (record["name"], record["call_endpoint"], record["key"], record.get("cpu"))
         if channel is None or channel.key != key:
             if channel is not None:
                 channel.socket.close(0)
-            sock = self._context.socket(zmq.DEALER)
+            sock = self._contexts.near(record.get("cpu")).socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             # A blocking recv with a timeout: far cheaper per round trip than zmq.poll
             sock.setsockopt(zmq.RCVTIMEO, _SLICE_MS)

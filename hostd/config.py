@@ -74,8 +74,9 @@ SETTINGS = (
             "Fork sandboxes from a pre-warmed parent that imported numpy, pymongo and zmq once"
             " (fast start, shared memory); false: a fresh interpreter per sandbox."),
     Setting("sandbox.pin_cpu", True, bool,
-            "Run each sandbox on one CPU, spread over hostd's CPUs: a call's wakeups then stay on"
-            " that CPU, far cheaper than across CPUs on virtual machines; false: let the kernel move them."),
+            "Run each sandbox on one CPU, spread over hostd's CPUs (and the web workers' ZeroMQ"
+            " thread for it there too): a call's wakeups then stay on that CPU, far cheaper than"
+            " across CPUs on virtual machines; false: let the kernel move them."),
     Setting("sandbox.uid_base", 61000, int, "First of the uids given to sandboxes (one per module)."),
     Setting("events.batch_size", 2000, int, "Events read from the log and delivered per handler call."),
     Setting("events.poll_interval_s", 0.05, float, "How often idle consumers look for new events."),

@@ -128,15 +128,15 @@ class Delivery(threading.Thread):
     """A delivery thread for some handler modes.
 
     :param host: the :class:`hostd.host.Host`.
-    :param context: the host's ``zmq.Context``.
+    :param contexts: the host's :class:`~sandbox.transport.Contexts`.
     :param modes: the handler modes this thread serves.
     :param on_progress: called (from this thread) after a handler's cursor moved.
     """
 
-    def __init__(self, host, context, modes=("queued", "batch"), on_progress=None):
+    def __init__(self, host, contexts, modes=("queued", "batch"), on_progress=None):
         super().__init__(name=f"insights-delivery-{'-'.join(modes)}", daemon=True)
         self._host = host
-        self._context = context
+        self._contexts = contexts
         self.modes = frozenset(modes)
         self._on_progress = on_progress
         self._stopping = threading.Event()
@@ -182,7 +182,7 @@ class Delivery(threading.Thread):
                 self._lock.wait(min(remaining, 0.1))
 
     def run(self) -> None:
-        client = SandboxClient(self._context, self._host.current_record)
+        client = SandboxClient(self._contexts, self._host.current_record)
         self.head = self._host.eventlog.head()
         interval = self._host.config["events.poll_interval_s"]
         refreshed = time.time()

@@ -18,11 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import zmq
-
 from sandbox.errors import ModuleLoadError
 from sandbox.loader import MODULE_NAME, read_manifest
 from sandbox.properties import load_registry, properties_file
+from sandbox.transport import Contexts
 
 from . import store as storemod
 from .broker import Broker
@@ -193,12 +192,12 @@ class Host:
                             " processes only when sandboxes have a uid of their own", self.cgroups.reason)
             self.control_key = _secret(self.paths.run / "control.key")
             self.fs_master_key = _secret(self.paths.data / "fs.key")
-            self.context = zmq.Context()
+            self.contexts = Contexts()
             self.ingest = IngestThread(self.paths.ingest_endpoint, self.control_key, self.eventlog,
-                                       self._on_appended, self.context, self.realtime_matches)
+                                       self._on_appended, self.contexts.general, self.realtime_matches)
             self.ingest.start()
             self.ingest.wait_bound()
-            self.broker = Broker(self, self.context)
+            self.broker = Broker(self, self.contexts.general)
             self.broker.start()
             self.broker.wait_bound()
             self._write_runtime()
@@ -206,8 +205,8 @@ class Host:
             for supervisor in self._supervisors.values():
                 if supervisor.state == "stopped":
                     supervisor.start()
-            self.delivery = Delivery(self, self.context, ("queued", "batch"))
-            self.realtime = Delivery(self, self.context, ("realtime",), self.broker.progress_notifier())
+            self.delivery = Delivery(self, self.contexts, ("queued", "batch"))
+            self.realtime = Delivery(self, self.contexts, ("realtime",), self.broker.progress_notifier())
             self.delivery.start()
             self.realtime.start()
             self._monitor = threading.Thread(target=self._monitor_loop, name="insights-monitor",
@@ -346,10 +345,10 @@ class Host:
             if thread is not None:
                 thread.stop()
                 thread.join(5)
-        if getattr(self, "context", None) is not None:
-            # every thread using it has stopped; this also closes the wake-up sockets they left
-            self.context.destroy(linger=0)
-            self.context = None
+        if getattr(self, "contexts", None) is not None:
+            # every thread using them has stopped; this also closes the wake-up sockets they left
+            self.contexts.destroy(linger=0)
+            self.contexts = None
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -461,7 +460,8 @@ class Host:
         return False
 
     # -- reports from sandboxes and threads ----------------------------------
-    def on_ready(self, module: str, pid: int, endpoints: list, manifest: dict, confinement=None) -> None:
+    def on_ready(self, module: str, pid: int, endpoints: list, manifest: dict, confinement=None,
+                 cpu=None) -> None:
         """A sandbox loaded its module: check its names do not collide with another module's."""
         supervisor = self._supervisors.get(module)
         if supervisor is None:
@@ -484,7 +484,7 @@ class Host:
             if endpoint["class"] == "handler" and not options.get("backfill", True) \
                     and self.cursors.get(module, endpoint["name"]) is None:
                 self.cursors.set(module, endpoint["name"], self.eventlog.head())
-        supervisor.on_ready(pid, endpoints, manifest, confinement)
+        supervisor.on_ready(pid, endpoints, manifest, confinement, cpu)
 
     def _on_appended(self, seq: int) -> None:
         for name in ("realtime", "delivery"):

@@ -86,6 +86,8 @@ class ModuleSupervisor:
         self._cgroup = None
         self._counters = {"oom_kill": 0, "pids_max": 0}
         self.confinement: dict = {}
+        #: the one CPU the running sandbox is pinned to (None: not pinned); callers' sockets follow it
+        self.cpu: int | None = None
         self.key = protocol.new_key()
         #: the module's end of its upcall channel in hostd (remembers nonces: replays are refused)
         self.signer = protocol.Signer(self.key)
@@ -129,7 +131,7 @@ class ModuleSupervisor:
                 "restarts": self.restarts, "last_error": self.last_error,
                 "started_at": self.started_at, "call_endpoint": self.call_endpoint,
                 "key": self.key.hex(), "endpoints": self.endpoints, "manifest": self.manifest,
-                "limits": self.limits, "confinement": self.confinement}
+                "limits": self.limits, "confinement": self.confinement, "cpu": self.cpu}
 
     # -- transitions ---------------------------------------------------------
     def _set_state(self, state: str) -> None:
@@ -219,13 +221,15 @@ class ModuleSupervisor:
             self._load_failed = False
             self._set_state("starting")
 
-    def on_ready(self, pid: int, endpoints: list, manifest: dict, confinement: dict | None = None) -> bool:
+    def on_ready(self, pid: int, endpoints: list, manifest: dict, confinement: dict | None = None,
+                 cpu: int | None = None) -> bool:
         """The sandbox loaded its module. :returns: False if the report is stale."""
         with self._lock:
             if self.pid != pid or self.state != "starting":
                 return False
             self.endpoints, self.manifest = endpoints, manifest
             self.confinement = dict(confinement or {})
+            self.cpu = cpu if isinstance(cpu, int) and not isinstance(cpu, bool) else None
             self.ready_at = time.time()
             self._set_state("running")  # starting -> running
             return True

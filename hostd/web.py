@@ -15,6 +15,7 @@ import zmq
 
 from sandbox import protocol
 from sandbox.errors import InsightsError, ModuleTimeout, error_from_reply
+from sandbox.transport import Contexts
 
 from .calls import SandboxClient
 from .config import Config
@@ -60,13 +61,14 @@ class WebContext:
         """Open this process's (and thread's) sockets on first use after a fork."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            self._context = zmq.Context()
+            self._contexts = Contexts()
             self._local = threading.local()
         local = self._local
         if getattr(local, "sandboxes", None) is None:
-            local.sandboxes = SandboxClient(self._context, self._current_record)
-            local.ingest = IngestClient(self._context, self._runtime["ingest_endpoint"], self._control_key)
-            local.control = self._context.socket(zmq.DEALER)
+            local.sandboxes = SandboxClient(self._contexts, self._current_record)
+            local.ingest = IngestClient(self._contexts.general, self._runtime["ingest_endpoint"],
+                                        self._control_key)
+            local.control = self._contexts.general.socket(zmq.DEALER)
             local.control.setsockopt(zmq.LINGER, 0)
             local.control.connect(self._runtime["control_endpoint"])
             local.control_signer = protocol.Signer(self._control_key)

@@ -31,7 +31,8 @@ hostd -> sandbox (the sandbox's ``call`` ROUTER socket):
   ``call_request``  ``{kind: view|query|handler|cron, name, params, events?}``
   ``ping_request``  heartbeat
 sandbox -> hostd (hostd's ``upcall`` ROUTER socket):
-  ``ready``         ``{module, pid, endpoints}`` once the module is loaded
+  ``ready``         ``{module, pid, endpoints, manifest, confinement, cpu}`` once the
+                    module is loaded (``cpu``: the one CPU it runs on, or nil)
   ``load_failed``   ``{module, traceback}`` then the sandbox exits with
                     :data:`EXIT_LOAD_FAILED`
   ``error_report``  ``{module, endpoint, traceback}`` a module function raised

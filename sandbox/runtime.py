@@ -32,6 +32,7 @@ from .filestore import FileStore
 from .injection import bind
 from .loader import load_module
 from .properties import build_registry
+from .transport import new_context
 from .upcalls import EndpointProxy, Upcaller
 
 __all__ = ["ModuleRuntime", "run", "main"]
@@ -241,8 +242,10 @@ class _Server:
             return False
         self.runtime = ModuleRuntime(loaded, self.spec, self.upcaller, self.properties)
         self.call_socket.bind(self.spec["call_endpoint"])
+        cpus = os.sched_getaffinity(0)
         self.upcaller.notify("ready", module=loaded.name, pid=os.getpid(), endpoints=loaded.describe(),
-                             manifest=loaded.manifest.get("module", {}), confinement=self.spec.get("enforced", {}))
+                             manifest=loaded.manifest.get("module", {}), confinement=self.spec.get("enforced", {}),
+                             cpu=next(iter(cpus)) if len(cpus) == 1 else None)
         return True
 
     def serve_forever(self) -> None:
@@ -268,7 +271,7 @@ def run(spec: dict) -> int:
     for path in spec.get("sys_path", []):
         if path not in sys.path:
             sys.path.append(path)
-    context = zmq.Context()
+    context = new_context()
     server = _Server(spec, context)
 
     def stop(signum, frame):

@@ -16,10 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import zmq
-
 from .errors import ModuleLoadError
 from .loader import check_module_name
+from .transport import Contexts
 
 __all__ = ["ModuleHarness"]
 
@@ -62,9 +61,9 @@ class ModuleHarness:
             record = self.host.current_record(self.name)
             if record["state"] != "running":
                 raise ModuleLoadError(f"module {self.name!r} is {record['state']}:\n{record['last_error']}")
-            self._context = zmq.Context()
-            self._calls = SandboxClient(self._context, self.host.current_record)
-            self._ingest = IngestClient(self._context, self.host.paths.ingest_endpoint,
+            self._contexts = Contexts()
+            self._calls = SandboxClient(self._contexts, self.host.current_record)
+            self._ingest = IngestClient(self._contexts.general, self.host.paths.ingest_endpoint,
                                         self.host.control_key)
         except BaseException:
             self.stop()
@@ -73,11 +72,11 @@ class ModuleHarness:
 
     def stop(self) -> None:
         """Stop everything and remove the temporary data dir."""
-        if getattr(self, "_context", None) is not None:
+        if getattr(self, "_contexts", None) is not None:
             self._calls.close()
             self._ingest.close()
-            self._context.term()
-            self._context = None
+            self._contexts.destroy(linger=0)
+            self._contexts = None
         if self.host is not None:
             self.host.stop()
             self.host = None

@@ -788,6 +788,50 @@ def test_each_sandbox_runs_on_one_cpu_with_its_zeromq_threads(hostd):
     assert max(per_cpu.values()) <= most, per_cpu
 
 
+def _zeromq_io_threads(process: psutil.Process) -> list[int]:
+    threads = [thread.id for thread in process.threads()]
+    return [tid for tid in threads
+            if Path(f"/proc/{process.pid}/task/{tid}/comm").read_text().startswith("ZMQbg/IO/")]
+
+
+def test_web_workers_call_each_sandbox_from_its_cpu_with_batch_io_threads(hostd):
+    """sandbox.transport: every ZeroMQ I/O thread, in sandboxes and web workers, runs SCHED_BATCH;
+    a worker reaches a pinned sandbox through an I/O thread pinned to the sandbox's CPU."""
+    assert hostd.view("hello_world") == "<html>Hello world!</html>"
+    for _ in range(8):  # enough calls for the web workers to open their sockets
+        assert hostd.view("hello_world") == "<html>Hello world!</html>"
+        assert hostd.query("event_count") is not None
+        assert hostd.query("uses_cache") is not None
+        assert hostd.query("dumped_count") >= 0
+        assert len(hostd.query("get_grades", course="c")) == 1000
+    status = hostd.modules()
+    sandbox_cpus = {}
+    for name, entry in status.items():
+        if entry["state"] != "running":
+            continue
+        sandbox = psutil.Process(entry["pid"])
+        (sandbox_cpus[name],) = sandbox.cpu_affinity()
+        io_threads = _zeromq_io_threads(sandbox)
+        assert io_threads, name
+        assert {os.sched_getscheduler(tid) for tid in io_threads} == {os.SCHED_BATCH}, name
+        assert os.sched_getscheduler(sandbox.pid) == os.SCHED_OTHER, name  # the module's own thread
+
+    workers = [child for child in psutil.Process(hostd.process.pid).children(recursive=True)
+               if "hostd.wsgi" in " ".join(child.cmdline())
+               and "hostd.wsgi" in " ".join(child.parent().cmdline())]
+    assert workers
+    pinned = set()
+    for worker in workers:
+        for tid in _zeromq_io_threads(worker):
+            assert os.sched_getscheduler(tid) == os.SCHED_BATCH, (worker.pid, tid)
+            allowed = _allowed_cpus(worker.pid, tid)
+            if allowed != _allowed_cpus(worker.pid, worker.pid):  # a context near one sandbox
+                pinned.add(int(allowed))  # exactly one CPU
+    if len(os.sched_getaffinity(0)) > 1:  # with one CPU, every thread is "pinned" to it anyway
+        called = {sandbox_cpus[name] for name in ("hello", "event_count", "e2e_probe", "dump_to_db", "grades")}
+        assert called <= pinned <= set(sandbox_cpus.values()), (called, pinned, sandbox_cpus)
+
+
 # -- 12. the data dir -------------------------------------------------------------
 
 def test_data_dir_lock_and_store_url(hostd, tmp_path):
