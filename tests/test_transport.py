@@ -12,6 +12,8 @@ import zmq
 from sandbox.transport import Contexts, batch_policy_allowed, new_context
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
+needs_batch = pytest.mark.skipif(hasattr(os, "SCHED_BATCH") and not batch_policy_allowed(),
+                                 reason="this machine refuses SCHED_BATCH to the tests (seccomp?)")
 
 
 def _io_threads() -> dict[int, str]:
@@ -42,6 +44,7 @@ def _start_threads(context: zmq.Context, tmp_path: Path) -> dict[int, str]:
         socket.close(0)
 
 
+@needs_batch
 def test_io_threads_run_batch_and_the_caller_keeps_its_policy(tmp_path):
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
     context = new_context()
@@ -54,6 +57,7 @@ def test_io_threads_run_batch_and_the_caller_keeps_its_policy(tmp_path):
         context.destroy(linger=0)
 
 
+@needs_batch
 def test_a_context_for_one_cpu_keeps_its_io_thread_there(tmp_path):
     cpu = max(os.sched_getaffinity(0))
     context = new_context(cpu)
