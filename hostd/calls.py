@@ -3,8 +3,9 @@
 A :class:`SandboxClient` belongs to one thread. It keeps one DEALER socket per
 module, connected to the module's ``call`` endpoint, made in the context whose
 I/O thread runs on the sandbox's CPU (:meth:`sandbox.transport.Contexts.near`);
-ZeroMQ reconnects it by itself when the sandbox restarts on the same endpoint. Each call carries an id
-and a deadline; replies to calls that were given up on are discarded.
+ZeroMQ reconnects it by itself when the sandbox restarts on the same endpoint.
+Each call carries an id and a deadline; replies to calls that were given up on
+are discarded.
 """
 from __future__ import annotations
 
