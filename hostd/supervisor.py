@@ -267,8 +267,8 @@ class ModuleSupervisor:
             if status is None:
                 if self.state == "starting" and now - self.started_at > self.limits["start_timeout_s"]:
                     self.last_error = f"not ready after {self.limits['start_timeout_s']:g} s"
-                    self._kill()
-                    self._died(now)
+                    self._kill()  # may wait for the process: the backoff counts from its end
+                    self._died(time.time())
                 return
             if status == protocol.EXIT_LOAD_FAILED and self._load_failed:
                 self.process = None
