@@ -1,21 +1,23 @@
-"""The broker: hostd's end of every sandbox's upcall channel.
+"""The broker: hostd's end of every sandbox's upcall channel, and of the control socket.
 
-One thread, one ZeroMQ poll loop, never blocking on a sandbox:
+One thread, one ZeroMQ poll loop, two dispatch tables from message type to
+method, and nothing on it that waits for the store or a sandbox:
 
-* ``ready`` / ``load_failed`` / ``error_report`` notifications go to the host.
+Upcalls (from sandboxes, verified with the module's own key):
+
+* ``ready`` / ``load_failed`` / ``error_report`` are queued to the module's
+  supervisor as signals (``report(module, signal)``).
 * ``call_request`` (``query.other(...)`` in a sandbox) is forwarded to the
   sandbox serving that name and its reply routed back; cross-module calls
   always pass here, never through an import.
 * ``emit_request`` is forwarded to the ingest thread as an append from
   ``module:<name>``.
 
-It also serves the control socket that web workers use (signed with the
-control key): ``status_request`` (the ``/modules`` answer),
-``stored_events_request`` (logged events by identity), ``realtime_wait_request`` (answered once the given realtime handlers are past a
-log position, or with a timeout error at the deadline), ``dead_letters_request``
-and ``dead_letters_retry_request``, and ``timeout_report`` (a call overran its
-deadline: the sandbox is killed and restarted). Delivery threads wake the loop
-through an inproc socket whenever a realtime handler moved on.
+Control requests (from web workers, signed with the control key) are served
+by the host's functions given in ``control``: those marked blocking (reads of
+the store, such as ``stored_events`` or ``dead_letters``) run on a small pool
+of threads and their answers are sent when ready; the others (``status``,
+answered from memory, and ``timeout_report``) run on the loop.
 
 Sandboxes connect a DEALER whose routing id is their module name, so the broker
 knows whose key verifies a message; a restarted sandbox takes the id over.
@@ -24,48 +26,97 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, NamedTuple
 
 import zmq
 
 from sandbox import protocol
 from sandbox.errors import InsightsError
 
-__all__ = ["Broker"]
+from .supervisor import LoadFailed, Raised, Ready
+from .waker import Waker
+
+__all__ = ["Broker", "ControlVerb"]
 
 log = logging.getLogger("insights.broker")
-_PROGRESS_ENDPOINT = "inproc://insights-progress"
+_CONTROL_THREADS = 2
+
+
+class ControlVerb(NamedTuple):
+    """How the broker serves one control request type.
+
+    ``function(message) -> result`` (raising :class:`~sandbox.errors.InsightsError` for an
+    error reply); ``blocking`` ones run off the routing thread; a ``notification`` gets no reply.
+    """
+
+    function: Callable
+    blocking: bool = False
+    notification: bool = False
+
+
+class _Pending(NamedTuple):
+    """A forwarded message whose reply goes back to a sandbox."""
+
+    identity: list
+    request: dict
+    signer: protocol.Signer
+    deadline: float
 
 
 class Broker(threading.Thread):
-    """The upcall broker thread.
+    """The upcall and control broker thread.
 
-    :param host: the :class:`hostd.host.Host` (module records, notifications).
     :param context: the host's ``zmq.Context``.
+    :param paths: the host's :class:`~hostd.paths.HostPaths` (control and ingest endpoints).
+    :param control_key: the key control messages and appends are signed with.
+    :param signer_of: ``signer_of(module) -> Signer | None``: the module's upcall signer.
+    :param report: ``report(module, signal)``: queue a sandbox's report to its supervisor.
+    :param resolve: ``resolve(kind, name) -> (record, endpoint)``, raising
+        :class:`~sandbox.errors.InsightsError` for names that cannot be called.
+    :param control: ``{verb: ControlVerb}`` served on the control socket.
     """
 
-    def __init__(self, host, context: zmq.Context):
+    def __init__(self, context: zmq.Context, paths, control_key: bytes, signer_of, report, resolve,
+                 control: dict):
         super().__init__(name="insights-broker", daemon=True)
-        self._host = host
         self._context = context
+        self._paths = paths
+        self._control_key = control_key
+        self._signer_of = signer_of
+        self._report = report
+        self._resolve = resolve
+        self._control_verbs = {f"{verb}_request" if not spec.notification else verb: spec
+                               for verb, spec in control.items()}
         self._stopping = threading.Event()
-        self._pending: dict = {}   # forwarded id -> (sandbox identity, original request, signer)
-        self._targets: dict = {}   # module name -> (key, DEALER, Signer)
-        self.dropped = 0
-        self._waiters: list = []   # (identity, request, handlers, seq, deadline)
-        self._binds: list = []     # (endpoint, uid, threading.Event): upcall sockets to bind
+        self._waker = Waker(context, "broker")
+        self._pool = ThreadPoolExecutor(_CONTROL_THREADS, thread_name_prefix="insights-control")
+        self._finished: queue.SimpleQueue = queue.SimpleQueue()   # (identity, reply) from the pool
+        self._binds: queue.SimpleQueue = queue.SimpleQueue()      # (endpoint, uid, threading.Event)
         self._bound_endpoints: set = set()
+        self._pending: dict = {}   # (id(socket), forwarded id) -> _Pending
+        self._targets: dict = {}   # module name -> ((key, endpoint), DEALER, Signer)
         self._bound = threading.Event()
+        self.dropped = 0
+        self._upcalls = self._control = self._ingest = self._poller = None
+        self._ingest_signer = protocol.Signer(control_key)
+        self._control_signer = protocol.Signer(control_key)
+        self._upcall_dispatch = {"ready": self._on_ready, "load_failed": self._on_load_failed,
+                                 "error_report": self._on_error_report, "call_request": self._forward_call,
+                                 "emit_request": self._forward_emit}
 
     def wait_bound(self, timeout: float = 10.0) -> None:
-        """Block until the upcall socket is bound."""
+        """Block until the sockets are bound."""
         if not self._bound.wait(timeout):
             raise RuntimeError("broker did not start")
 
     def stop(self) -> None:
         """Ask the loop to end (it closes its sockets itself)."""
         self._stopping.set()
+        self._waker.wake()
 
     def ensure_upcall(self, module: str, endpoint: str, uid: int | None, timeout_s: float = 10.0) -> None:
         """Have the upcall socket also listen at a module's own ``endpoint`` (owned by ``uid``).
@@ -73,20 +124,52 @@ class Broker(threading.Thread):
         :raises RuntimeError: the broker did not bind it in time.
         """
         done = threading.Event()
-        self._binds.append((endpoint, uid, done))
-        self._wake_up()
+        self._binds.put((endpoint, uid, done))
+        self._waker.wake()
         if not done.wait(timeout_s):
             raise RuntimeError(f"broker did not bind the upcall socket of {module}")
 
-    def _wake_up(self) -> None:
-        notify = getattr(self, "_waker", None)
-        if notify is None:
-            notify = self._waker = self.progress_notifier()
-        notify()
+    # -- the loop ------------------------------------------------------------
+    def run(self) -> None:
+        self._upcalls = self._context.socket(zmq.ROUTER)
+        self._upcalls.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self._upcalls.setsockopt(zmq.LINGER, 0)
+        self._ingest = self._context.socket(zmq.DEALER)
+        self._ingest.setsockopt(zmq.LINGER, 0)
+        self._ingest.connect(self._paths.ingest_endpoint)
+        self._control = self._context.socket(zmq.ROUTER)
+        self._control.setsockopt(zmq.LINGER, 0)
+        self._control.bind(self._paths.control_endpoint)
+        self._poller = zmq.Poller()
+        for sock in (self._upcalls, self._control, self._waker.socket, self._ingest):
+            self._poller.register(sock, zmq.POLLIN)
+        readers = {self._upcalls: self._on_upcall, self._control: self._on_control,
+                   self._waker.socket: lambda _sock: self._waker.drain()}
+        self._bound.set()
+        try:
+            while not self._stopping.is_set():
+                for sock, _ in self._poller.poll(200):
+                    try:
+                        readers.get(sock, self._on_reply)(sock)
+                    except Exception:  # the loop never dies of its input
+                        log.exception("broker: error handling a message")
+                self._bind_pending()
+                self._send_finished()
+                self._expire()
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for _, sock, _ in self._targets.values():
+                sock.close(0)
+            for sock in (self._upcalls, self._control, self._ingest):
+                sock.close(0)
+            self._waker.close()
 
     def _bind_pending(self) -> None:
-        while self._binds:
-            endpoint, uid, done = self._binds.pop(0)
+        while True:
+            try:
+                endpoint, uid, done = self._binds.get_nowait()
+            except queue.Empty:
+                return
             if endpoint not in self._bound_endpoints:
                 path = endpoint[len("ipc://"):]
                 if os.path.exists(path):
@@ -98,24 +181,46 @@ class Broker(threading.Thread):
                     os.chown(path, uid, uid)
             done.set()
 
-    def progress_notifier(self):
-        """:returns: a function any thread may call when a realtime handler moved on."""
-        local = threading.local()
+    def _expire(self) -> None:
+        now = time.time()
+        for key in [k for k, v in self._pending.items() if v.deadline < now]:
+            del self._pending[key]
 
-        def notify():
-            sock = getattr(local, "sock", None)
-            if sock is None:
-                sock = local.sock = self._context.socket(zmq.PUSH)
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.SNDHWM, 10)
-                sock.connect(_PROGRESS_ENDPOINT)
-            try:
-                sock.send(b"", zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # the broker has wake-ups queued already
-        return notify
+    # -- upcalls from sandboxes ------------------------------------------------
+    def _on_upcall(self, sock) -> None:
+        identity, body = protocol.split_envelope(sock.recv_multipart())
+        module = identity[0].decode("utf-8", "replace") if identity else ""
+        signer = self._signer_of(module)
+        if signer is None:
+            self.dropped += 1
+            return
+        try:
+            message = signer.unpack(body)
+        except protocol.ProtocolError as err:
+            self.dropped += 1
+            log.warning("broker: dropped a message claiming to be from %r: %s", module, err)
+            return
+        handler = self._upcall_dispatch.get(message.get("type"))
+        if handler is None:
+            self.dropped += 1
+            return
+        handler(module, identity, message, signer)
 
-    # -- sockets -------------------------------------------------------------
+    def _on_ready(self, module, identity, message, signer) -> None:
+        self._report(module, Ready(message.get("pid"), message.get("endpoints") or [],
+                                   message.get("manifest") or {}, message.get("confinement") or {},
+                                   message.get("cpu")))
+
+    def _on_load_failed(self, module, identity, message, signer) -> None:
+        self._report(module, LoadFailed(message.get("traceback") or ""))
+
+    def _on_error_report(self, module, identity, message, signer) -> None:
+        log.error("module %s: %s raised:\n%s", module, message.get("endpoint"), message.get("traceback"))
+        self._report(module, Raised(message.get("traceback") or ""))
+
+    def _answer(self, identity, signer, reply: dict) -> None:
+        self._upcalls.send_multipart(identity + signer.pack(reply))
+
     def _target_socket(self, record: dict):
         key = bytes.fromhex(record["key"])
         entry = self._targets.get(record["name"])
@@ -131,156 +236,9 @@ class Broker(threading.Thread):
             self._targets[record["name"]] = entry
         return entry[1], entry[2]
 
-    def run(self) -> None:
-        self._upcalls = self._context.socket(zmq.ROUTER)
-        self._upcalls.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self._upcalls.setsockopt(zmq.LINGER, 0)
-        self._ingest = self._context.socket(zmq.DEALER)
-        self._ingest.setsockopt(zmq.LINGER, 0)
-        self._ingest.connect(self._host.paths.ingest_endpoint)
-        self._ingest_signer = protocol.Signer(self._host.control_key)
-        self._control = self._context.socket(zmq.ROUTER)
-        self._control.setsockopt(zmq.LINGER, 0)
-        self._control.bind(self._host.paths.control_endpoint)
-        self._control_signer = protocol.Signer(self._host.control_key)
-        self._progress = self._context.socket(zmq.PULL)
-        self._progress.setsockopt(zmq.LINGER, 0)
-        self._progress.bind(_PROGRESS_ENDPOINT)
-        self._poller = zmq.Poller()
-        self._poller.register(self._upcalls, zmq.POLLIN)
-        self._poller.register(self._control, zmq.POLLIN)
-        self._poller.register(self._progress, zmq.POLLIN)
-        self._poller.register(self._ingest, zmq.POLLIN)
-        self._bound.set()
+    def _forward_call(self, module, identity, message, signer) -> None:
         try:
-            while not self._stopping.is_set():
-                for sock, _ in self._poller.poll(self._poll_timeout_ms()):
-                    try:
-                        if sock is self._upcalls:
-                            self._on_upcall(sock.recv_multipart())
-                        elif sock is self._control:
-                            self._on_control(sock.recv_multipart())
-                        elif sock is self._progress:
-                            while sock.poll(0):
-                                sock.recv()
-                            self._bind_pending()
-                            self._check_waiters()
-                        else:
-                            self._on_reply(sock)
-                    except Exception:  # the loop never dies of its input
-                        log.exception("broker: error handling a message")
-                self._expire()
-                self._check_waiters()
-        finally:
-            self._progress.close(0)
-            for _, sock, _ in self._targets.values():
-                sock.close(0)
-            self._upcalls.close(0)
-            self._control.close(0)
-            self._ingest.close(0)
-
-    # -- messages from sandboxes ---------------------------------------------
-    def _on_upcall(self, frames: list[bytes]) -> None:
-        identity, body = protocol.split_envelope(frames)
-        module = identity[0].decode("utf-8", "replace") if identity else ""
-        supervisor = self._host.supervisor(module)
-        if supervisor is None:
-            self.dropped += 1
-            return
-        signer = supervisor.signer
-        try:
-            message = signer.unpack(body)
-        except protocol.ProtocolError as err:
-            self.dropped += 1
-            log.warning("broker: dropped a message claiming to be from %r: %s", module, err)
-            return
-        kind = message.get("type")
-        if kind == "ready":
-            self._host.on_ready(module, message.get("pid"), message.get("endpoints") or [],
-                                message.get("manifest") or {}, message.get("confinement") or {},
-                                message.get("cpu"))
-        elif kind == "load_failed":
-            supervisor.on_load_failed(message.get("traceback") or "")
-        elif kind == "error_report":
-            log.error("module %s: %s raised:\n%s", module, message.get("endpoint"), message.get("traceback"))
-            supervisor.on_error(message.get("traceback") or "")
-        elif kind == "call_request":
-            self._forward_call(identity, message, signer)
-        elif kind == "emit_request":
-            self._forward_emit(identity, message, signer, module)
-        else:
-            self.dropped += 1
-
-    def _on_control(self, frames: list[bytes]) -> None:
-        identity, body = protocol.split_envelope(frames)
-        try:
-            message = self._control_signer.unpack(body)
-        except protocol.ProtocolError as err:
-            self.dropped += 1
-            log.warning("broker: dropped a control message: %s", err)
-            return
-        kind = message.get("type")
-        if kind == "status_request":
-            self._control_reply(identity, protocol.reply_ok(message, self._host.module_status()))
-        elif kind == "realtime_wait_request":
-            self._waiters.append((identity, message, [tuple(h) for h in message.get("handlers") or []],
-                                  message.get("seq") or 0, message.get("deadline") or time.time()))
-            self._check_waiters()
-        elif kind == "stored_events_request":
-            ids = [str(i) for i in (message.get("ids") or [])][:1000]
-            self._control_reply(identity, protocol.reply_ok(message, self._host.eventlog.events_by_id(ids)))
-        elif kind in ("dead_letters_request", "dead_letters_retry_request"):
-            self._control_reply(identity, self._dead_letters(message))
-        elif kind == "timeout_report":
-            supervisor = self._host.supervisor(message.get("module", ""))
-            if supervisor is not None and supervisor.pid == message.get("pid"):
-                supervisor.kill_for_timeout(message.get("reason") or "a call timed out")
-        else:
-            self.dropped += 1
-
-    def _control_reply(self, identity, reply: dict) -> None:
-        self._control.send_multipart(identity + self._control_signer.pack(reply))
-
-    def _dead_letters(self, message) -> dict:
-        module = message.get("module")
-        if not isinstance(module, str) or self._host.supervisor(module) is None:
-            return protocol.reply_error(message, "not_found", f"no module named {module!r}")
-        if message["type"] == "dead_letters_retry_request":
-            count = self._host.dead_letters.request_retry(module)
-            self._host.delivery.notify(0)
-            self._host.realtime.notify(0)
-            return protocol.reply_ok(message, {"retrying": count})
-        return protocol.reply_ok(message, self._host.dead_letters.list(module))
-
-    def _check_waiters(self) -> None:
-        """Answer realtime waits whose handlers are all past their position, or expired."""
-        if not self._waiters:
-            return
-        now, waiting = time.time(), []
-        for identity, message, handlers, seq, deadline in self._waiters:
-            done = all((self._host.handler_position(m, h) or 0) >= seq for m, h in handlers)
-            if done:
-                self._control_reply(identity, protocol.reply_ok(message, {"seq": seq}))
-            elif deadline <= now:
-                late = [f"{m}.{h}" for m, h in handlers if (self._host.handler_position(m, h) or 0) < seq]
-                self._control_reply(identity, protocol.reply_error(
-                    message, "timeout", f"realtime handlers did not finish in time: {', '.join(late)}"))
-            else:
-                waiting.append((identity, message, handlers, seq, deadline))
-        self._waiters = waiting
-
-    def _poll_timeout_ms(self) -> int:
-        if not self._waiters:
-            return 200
-        soonest = min(w[4] for w in self._waiters)
-        return max(1, min(200, int((soonest - time.time()) * 1000) + 1))
-
-    def _answer(self, identity, signer, reply: dict) -> None:
-        self._upcalls.send_multipart(identity + signer.pack(reply))
-
-    def _forward_call(self, identity, message, signer) -> None:
-        try:
-            record, endpoint = self._host.snapshot().resolve(message.get("kind"), message.get("name"))
+            record, endpoint = self._resolve(message.get("kind"), message.get("name"))
         except InsightsError as err:
             self._answer(identity, signer, protocol.reply_error(message, **err.to_reply_fields()))
             return
@@ -290,21 +248,22 @@ class Broker(threading.Thread):
         forwarded = protocol.request("call", None, kind=endpoint["class"], name=message["name"],
                                      params=message.get("params") or {})
         forwarded["deadline"] = deadline
-        self._pending[(id(sock), forwarded["id"])] = (identity, message, signer, deadline)
+        self._pending[(id(sock), forwarded["id"])] = _Pending(identity, message, signer, deadline)
         sock.send_multipart(target_signer.pack(forwarded))
 
-    def _forward_emit(self, identity, message, signer, module) -> None:
+    def _forward_emit(self, module, identity, message, signer) -> None:
         events = message.get("events")
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             self._answer(identity, signer, protocol.reply_error(message, "bad_parameter",
                                                                "emit() takes event dicts", param="event"))
             return
         forwarded = protocol.request("append", 30.0, events=events, source=f"module:{module}")
-        self._pending[(id(self._ingest), forwarded["id"])] = (identity, message, signer, forwarded["deadline"])
+        self._pending[(id(self._ingest), forwarded["id"])] = _Pending(identity, message, signer,
+                                                                     forwarded["deadline"])
         self._ingest.send_multipart(self._ingest_signer.pack(forwarded))
 
-    # -- replies from sandboxes and the ingest thread ------------------------
     def _on_reply(self, sock) -> None:
+        """A reply from a sandbox a call was forwarded to, or from the ingest thread."""
         frames = sock.recv_multipart()
         if sock is self._ingest:
             signer = self._ingest_signer
@@ -318,18 +277,55 @@ class Broker(threading.Thread):
         pending = self._pending.pop((id(sock), reply.get("id")), None)
         if pending is None:
             return  # the caller gave up already
-        identity, original, original_signer, _ = pending
         if reply.get("ok"):
             result = reply.get("result")
-            if sock is self._ingest:
-                result = result.get("ids")
-            answer = protocol.reply_ok(original, result)
+            answer = protocol.reply_ok(pending.request, result.get("ids") if sock is self._ingest else result)
         else:
-            answer = protocol.reply_error(original, **(reply.get("error") or {"code": "internal",
-                                                                              "message": "?"}))
-        self._answer(identity, original_signer, answer)
+            answer = protocol.reply_error(pending.request, **(reply.get("error") or {"code": "internal",
+                                                                                     "message": "?"}))
+        self._answer(pending.identity, pending.signer, answer)
 
-    def _expire(self) -> None:
-        now = time.time()
-        for key in [k for k, v in self._pending.items() if v[3] < now]:
-            del self._pending[key]
+    # -- control requests from web workers ---------------------------------------
+    def _on_control(self, sock) -> None:
+        identity, body = protocol.split_envelope(sock.recv_multipart())
+        try:
+            message = self._control_signer.unpack(body)
+        except protocol.ProtocolError as err:
+            self.dropped += 1
+            log.warning("broker: dropped a control message: %s", err)
+            return
+        verb = self._control_verbs.get(message.get("type"))
+        if verb is None:
+            self.dropped += 1
+        elif verb.blocking:
+            self._pool.submit(self._serve_off_loop, verb, identity, message)
+        else:
+            reply = self._serve(verb, message)
+            if reply is not None:
+                self._control.send_multipart(identity + self._control_signer.pack(reply))
+
+    @staticmethod
+    def _serve(verb: ControlVerb, message: dict) -> dict | None:
+        try:
+            result = verb.function(message)
+        except InsightsError as err:
+            return None if verb.notification else protocol.reply_error(message, **err.to_reply_fields())
+        except Exception as err:
+            log.exception("broker: %s failed", message.get("type"))
+            return None if verb.notification else protocol.reply_error(
+                message, "internal", f"{message.get('type')} failed: {type(err).__name__}")
+        return None if verb.notification else protocol.reply_ok(message, result)
+
+    def _serve_off_loop(self, verb: ControlVerb, identity, message) -> None:
+        reply = self._serve(verb, message)
+        if reply is not None:
+            self._finished.put((identity, reply))
+            self._waker.wake()
+
+    def _send_finished(self) -> None:
+        while True:
+            try:
+                identity, reply = self._finished.get_nowait()
+            except queue.Empty:
+                return
+            self._control.send_multipart(identity + self._control_signer.pack(reply))

@@ -22,6 +22,7 @@ class DeadLetters:
     def __init__(self, db):
         self._coll = db["dead_letters"]
         self._retry_requested: set = set()
+        self._counts: dict = {}   # module -> letters, read from the store after each change here
         self._lock = threading.Lock()
 
     @staticmethod
@@ -34,6 +35,7 @@ class DeadLetters:
             "module": module, "handler": handler, "seq": doc["seq"], "eid": doc["eid"],
             "source": doc.get("source"), "received": doc.get("received"), "event": doc["event"],
             "error": error, "attempts": attempts, "status": "dead", "at": time.time()}}, upsert=True)
+        self._recount(module)
 
     def list(self, module: str, limit: int = 1000) -> list[dict]:
         """:returns: the module's dead letters, oldest first."""
@@ -43,12 +45,17 @@ class DeadLetters:
                 for d in docs]
 
     def count(self, module: str) -> int:
-        """:returns: how many dead letters the module has."""
+        """:returns: how many dead letters the module has (from memory: no store round trip)."""
+        return self._counts.get(module, 0)
+
+    def _recount(self, module: str) -> None:
         result = list(self._coll.aggregate([{"$match": {"module": module}}, {"$count": "n"}]))
-        return result[0]["n"] if result else 0
+        self._counts[module] = result[0]["n"] if result else 0
 
     def resume(self) -> None:
-        """After a restart: modules with letters marked for retry get them retried."""
+        """After a restart: count the letters; modules with letters marked for retry get them retried."""
+        for module in self._coll.distinct("module"):
+            self._recount(module)
         for module in self._coll.distinct("module", {"status": "retry"}):
             with self._lock:
                 self._retry_requested.add(module)
@@ -80,3 +87,4 @@ class DeadLetters:
     def remove(self, letter: dict) -> None:
         """The handler accepted the event this time."""
         self._coll.delete_one({"_id": letter["_id"]})
+        self._recount(letter["module"])

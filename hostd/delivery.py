@@ -1,15 +1,17 @@
 """Delivering logged events to event handlers, in log order, at least once.
 
-A :class:`Delivery` thread walks the handlers of the modes it serves. For each
-it reads the log after the handler's cursor, keeps the events its filter
-matches (evaluated here, in hostd, so others never cross to the sandbox), calls
-the handler with them, and only then moves the cursor. A failing batch is
+A :class:`Delivery` thread walks the handlers of the modes it serves (routes of
+the :class:`~hostd.handlers.HandlerTable`). For each it reads the log after the
+handler's cursor, keeps the events the route's compiled filter matches (so
+others never cross to the sandbox), calls the handler with them, waits for its
+acknowledgement, and only then moves the cursor. A failing batch is
 retried one event at a time with backoff, so one poison event cannot hold back
 the rest: after ``limits.max_retries`` failures that event goes to the module's
 dead letters and the handler moves on.
 
 The host runs two: one for ``queued`` and ``batch`` handlers, and one for
-``realtime`` handlers, woken by every append so ``POST /event`` can wait for them.
+``realtime`` handlers, woken by every append; the realtime one reports each
+move to the ingest thread, where ``POST /event`` requests wait for them.
 ``batch`` handlers are called when ``every`` seconds have passed since their
 last run, with everything that arrived since.
 """
@@ -19,88 +21,47 @@ import logging
 import threading
 import time
 
-import mongoquery
+from dataclasses import dataclass
 
 from sandbox.errors import InsightsError
-from sandbox.events import Event
 
 from .calls import SandboxClient
 
-__all__ = ["Delivery", "HandlerState", "compile_filter"]
+__all__ = ["Delivery", "DeliverySettings", "HandlerState"]
 
 log = logging.getLogger("insights.delivery")
 _BATCH_MODE_MAX_EVENTS = 50_000
 
 
-def _filter_paths(filter_doc) -> set[str]:
-    """:returns: every field path a MongoDB-style filter names (through $and/$or/$nor/$not)."""
-    paths = set()
-    if isinstance(filter_doc, dict):
-        for key, value in filter_doc.items():
-            if not key.startswith("$"):
-                paths.add(key)
-            if isinstance(value, (dict, list)):
-                paths |= _filter_paths(value) if key.startswith("$") else set()
-    elif isinstance(filter_doc, list):
-        for item in filter_doc:
-            paths |= _filter_paths(item)
-    return paths
+@dataclass(frozen=True)
+class DeliverySettings:
+    """The settings delivery runs by."""
 
+    batch_size: int = 2000
+    poll_interval_s: float = 0.05
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
 
-def _set_path(document: dict, path: str, value) -> None:
-    *parents, leaf = path.split(".")
-    for part in parents:
-        child = document.get(part)
-        document[part] = child = dict(child) if isinstance(child, dict) else {}
-        document = child
-    document[leaf] = value
-
-
-def compile_filter(filter_doc: dict | None, module: str, properties=None):
-    """:returns: a predicate over log documents for a handler's ``filter``.
-
-    Paths of the filter that start with an event property (``tincan.verb.id``)
-    are matched against the property's value, computed here in hostd. Without a
-    filter a module does not receive the events it emitted itself, so chains of
-    emitting modules cannot loop by accident; a filter that names ``source``
-    decides for itself.
-    """
-    own = f"module:{module}"
-    if not filter_doc:
-        return lambda doc: doc.get("source") != own
-    query = mongoquery.Query(filter_doc)
-    with_source = "source" in _filter_paths(filter_doc)
-    property_paths = sorted(p for p in _filter_paths(filter_doc)
-                            if properties is not None and properties.property_prefix(p))
-
-    def document(doc):
-        view = doc["event"]
-        if with_source or property_paths:
-            view = dict(view, source=doc.get("source")) if with_source else dict(view)
-        if property_paths:
-            event = Event(doc["event"], {"seq": doc.get("seq"), "source": doc.get("source")}, properties)
-            for path in property_paths:
-                try:
-                    _, value = properties.value_at(event, path)
-                except Exception:  # a property that cannot read this event: the path is absent
-                    continue
-                _set_path(view, path, value)
-        return view
-
-    if with_source:
-        return lambda doc: query.match(document(doc))
-    return lambda doc: doc.get("source") != own and query.match(document(doc))
+    @classmethod
+    def from_config(cls, config) -> "DeliverySettings":
+        """:returns: the settings of a :class:`~hostd.config.Config`."""
+        return cls(config["events.batch_size"], config["events.poll_interval_s"],
+                   config["supervisor.backoff_initial_s"], config["supervisor.backoff_max_s"])
 
 
 class HandlerState:
-    """What delivery knows about one handler (also shown in ``/modules``)."""
+    """What delivery knows about one handler (also shown in ``/modules``).
 
-    def __init__(self, module: str, description: dict, properties=None):
-        self.module = module
-        self.name = description["name"]
-        self.options = description.get("options") or {}
-        self.mode = self.options.get("mode", "queued")
-        self.matches = compile_filter(self.options.get("filter"), module, properties)
+    :param route: the handler's :class:`~hostd.handlers.HandlerRoute`.
+    """
+
+    def __init__(self, route):
+        self.route = route
+        self.module = route.module
+        self.name = route.name
+        self.options = route.options
+        self.mode = route.mode
+        self.matches = route.matches
         self.position: int | None = None
         self.handled = 0
         self.failures = 0
@@ -127,16 +88,27 @@ class HandlerState:
 class Delivery(threading.Thread):
     """A delivery thread for some handler modes.
 
-    :param host: the :class:`hostd.host.Host`.
+    :param handlers: the host's :class:`~hostd.handlers.HandlerTable`.
+    :param record_of: ``record_of(module) -> record | None``: a module's current table record.
+    :param eventlog: the :class:`~hostd.eventlog.EventLog`.
+    :param cursors: the handlers' :class:`~hostd.eventlog.Cursors`.
+    :param dead_letters: the :class:`~hostd.deadletters.DeadLetters`.
     :param contexts: the host's :class:`~sandbox.transport.Contexts`.
+    :param settings: :class:`DeliverySettings`.
     :param modes: the handler modes this thread serves.
     :param on_progress: called (from this thread) after a handler's cursor moved.
     """
 
-    def __init__(self, host, contexts, modes=("queued", "batch"), on_progress=None):
+    def __init__(self, handlers, record_of, eventlog, cursors, dead_letters, contexts,
+                 settings: DeliverySettings = DeliverySettings(), modes=("queued", "batch"), on_progress=None):
         super().__init__(name=f"insights-delivery-{'-'.join(modes)}", daemon=True)
-        self._host = host
+        self._handlers = handlers
+        self._record_of = record_of
+        self._log = eventlog
+        self._cursors = cursors
+        self._dead_letters = dead_letters
         self._contexts = contexts
+        self._settings = settings
         self.modes = frozenset(modes)
         self._on_progress = on_progress
         self._stopping = threading.Event()
@@ -144,6 +116,7 @@ class Delivery(threading.Thread):
         self._states: dict = {}
         self._lock = threading.Condition()
         self._pages: dict = {}
+        #: the highest log position this thread knows of
         self.head = 0
 
     def stop(self) -> None:
@@ -152,7 +125,7 @@ class Delivery(threading.Thread):
         self._wake.set()
 
     def notify(self, seq: int) -> None:
-        """New events up to ``seq`` are in the log."""
+        """New events up to ``seq`` are in the log (or, with 0, dead letters are due)."""
         self.head = max(self.head, seq)
         self._wake.set()
 
@@ -166,15 +139,12 @@ class Delivery(threading.Thread):
         return None if state is None else state.position
 
     def wait_delivered(self, module: str, seq: int, timeout_s: float) -> bool:
-        """Block until every handler of ``module`` served here is past ``seq``."""
+        """Block until every running handler of ``module`` served here is past ``seq``."""
         deadline = time.time() + timeout_s
         with self._lock:
             while True:
-                supervisor = self._host.supervisor(module)
-                handlers = [e for e in (supervisor.endpoints or []) if e["class"] == "handler"
-                            and (e.get("options") or {}).get("mode", "queued") in self.modes]
-                states = {s.name: s for s in self.states(module)}
-                if all(h["name"] in states and (states[h["name"]].position or 0) >= seq for h in handlers):
+                routes = self._handlers.routes(self.modes, module)
+                if all((self.position(module, r.name) or 0) >= seq for r in routes):
                     return True
                 remaining = deadline - time.time()
                 if remaining <= 0:
@@ -182,44 +152,42 @@ class Delivery(threading.Thread):
                 self._lock.wait(min(remaining, 0.1))
 
     def run(self) -> None:
-        client = SandboxClient(self._contexts, self._host.current_record)
-        self.head = self._host.eventlog.head()
-        interval = self._host.config["events.poll_interval_s"]
+        client = SandboxClient(self._contexts, self._record_of)
+        self.head = self._log.head()
         refreshed = time.time()
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
                 self._pages = {}  # log pages read this round, shared by handlers at one position
                 if time.time() - refreshed > 1.0:  # appends we were not told about (other nodes)
-                    self.head, refreshed = max(self.head, self._host.eventlog.head()), time.time()
+                    self.head, refreshed = max(self.head, self._log.head()), time.time()
                 try:
                     worked = self._round(client)
-                except Exception:  # the store or the host hiccuped: retry on the next round
+                except Exception:  # the store or a sandbox hiccuped: retry on the next round
                     log.exception("delivery round failed")
                     worked = False
                 if not worked:
-                    self._wake.wait(interval)
+                    self._wake.wait(self._settings.poll_interval_s)
         finally:
             client.close()
 
-    def _state(self, record, handler) -> HandlerState:
-        key = (record["name"], handler["name"])
-        state = self._states.get(key)
-        if state is None or state.options != (handler.get("options") or {}):
-            state = HandlerState(record["name"], handler, self._host.properties)
-            cursors = self._host.cursors
-            state.position = cursors.get(record["name"], handler["name"])
+    def _state(self, route) -> HandlerState:
+        state = self._states.get(route.key)
+        if state is None or state.route is not route:
+            position = state.position if state is not None else None
+            state = HandlerState(route)
+            state.position = self._cursors.get(route.module, route.name) if position is None else position
             if state.position is None:  # a handler seen for the first time
-                state.position = 0 if state.options.get("backfill", True) else self._host.eventlog.head()
-                cursors.set(record["name"], handler["name"], state.position)
-            self._states[key] = state
+                state.position = 0 if state.options.get("backfill", True) else self._log.head()
+                self._cursors.set(route.module, route.name, state.position)
+            self._states[route.key] = state
         return state
 
     def _page(self, position: int, size: int) -> list[dict]:
         """Read the log after ``position`` once per round, whoever asks."""
         key = (position, size)
         if key not in self._pages:
-            self._pages[key] = self._host.eventlog.read_after(position, size)
+            self._pages[key] = self._log.read_after(position, size)
         return self._pages[key]
 
     def _read(self, state: HandlerState) -> list[dict]:
@@ -227,7 +195,7 @@ class Delivery(threading.Thread):
             return []  # nothing new: no round trip to the store
         if state.failures or state.position < state.isolate_until:
             return self._page(state.position, 1)
-        size = self._host.config["events.batch_size"]
+        size = self._settings.batch_size
         docs = self._page(state.position, size)
         if state.mode == "batch":  # everything since the last run, page by page
             docs = list(docs)
@@ -242,10 +210,13 @@ class Delivery(threading.Thread):
         """One pass over the handlers: every due batch is sent at once, then the replies are
         collected and the cursors written in one go. :returns: whether anything moved."""
         now, worked, prepared = time.time(), False, []
-        for record, handler in self._host.running_handlers(self.modes):
+        for route in self._handlers.routes(self.modes):
             if self._stopping.is_set():
                 break
-            state = self._state(record, handler)
+            record = self._record_of(route.module)
+            if record is None or record.get("state") != "running":
+                continue
+            state = self._state(route)
             if not state.due(now):
                 continue
             if self._retry_dead_letters(client, record, state):
@@ -284,14 +255,14 @@ class Delivery(threading.Thread):
 
     def _retry_dead_letters(self, client, record, state) -> bool:
         """Send dead letters an admin asked to retry back through their handler, one by one."""
-        letters = self._host.dead_letters.due_for_retry(state.module, state.name)
+        letters = self._dead_letters.due_for_retry(state.module, state.name)
         for letter in letters:
             try:
                 self._call(client, record, state, [letter])
             except InsightsError as err:
-                self._host.dead_letters.retry_failed(letter, str(err))
+                self._dead_letters.retry_failed(letter, str(err))
                 continue
-            self._host.dead_letters.remove(letter)
+            self._dead_letters.remove(letter)
             state.handled += 1
         return bool(letters)
 
@@ -300,7 +271,7 @@ class Delivery(threading.Thread):
 
     def _advance_many(self, moved) -> None:
         """Acknowledge ``[(state, seq, handled)]``: cursors written in one bulk write."""
-        self._host.cursors.set_many([(state.module, state.name, seq) for state, seq, _ in moved])
+        self._cursors.set_many([(state.module, state.name, seq) for state, seq, _ in moved])
         with self._lock:
             for state, seq, handled in moved:
                 state.position = seq
@@ -315,12 +286,12 @@ class Delivery(threading.Thread):
         state.failures += 1
         state.last_error = str(err)
         if len(selected) == 1 and state.failures > record["limits"]["max_retries"]:
-            self._host.dead_letters.add(state.module, state.name, selected[0], str(err), state.failures)
+            self._dead_letters.add(state.module, state.name, selected[0], str(err), state.failures)
             self._advance(state, selected[0]["seq"], 0)
             return True
         if len(selected) > 1 and state.failures == 1:
             state.isolate_until = selected[-1]["seq"]  # the rest of this batch one by one
             return True  # at once, one event at a time, to find the one that fails
-        backoff = self._host.config["supervisor.backoff_initial_s"] * 2 ** min(state.failures - 1, 6)
-        state.retry_at = time.time() + min(backoff, self._host.config["supervisor.backoff_max_s"])
+        backoff = self._settings.backoff_initial_s * 2 ** min(state.failures - 1, 6)
+        state.retry_at = time.time() + min(backoff, self._settings.backoff_max_s)
         return False

@@ -1,146 +1,47 @@
-"""The host: store, event log, sandboxes and the threads serving them, in one object.
+"""The host: wires the store, the event path and the sandboxes' supervision together.
 
 ``hostd serve`` runs a :class:`Host` plus the web server; the module-author
 harness runs a :class:`Host` for one module. Two hosts can live in one process
-(nothing here is global), which keeps tests simple.
+(nothing here is global), which keeps tests simple. The host itself does little:
+it builds the parts, gives each only the callables it needs, and starts and
+stops them in order. docs/architecture.md draws the result.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import logging
-import os
 import queue
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.errors import ModuleLoadError
-from sandbox.loader import MODULE_NAME, read_manifest
-from sandbox.properties import load_registry, properties_file
+from sandbox.loader import read_manifest
 from sandbox.transport import Contexts
 
-from . import store as storemod
 from .broker import Broker
 from .cgroups import CgroupManager
-from .forkclient import ForkServer
-from .isolation import Isolation
 from .config import Config
-from .deadletters import DeadLetters
-from .delivery import Delivery, compile_filter
-from .eventlog import Cursors, EventLog
+from .control import ControlService
+from .delivery import Delivery, DeliverySettings
+from .discovery import discover
+from .forkclient import ForkServer
+from .handlers import HandlerTable
 from .ingest import IngestThread
-from .modtable import Snapshot, write_table
+from .isolation import Isolation
+from .keys import load_secret, module_fs_key
+from .launcher import Launcher, sandbox_environment
+from .modules import ModuleSet
+from .paths import HostPaths
 from .placement import CpuPlacement
 from .reloader import Reloader
-from .supervisor import ModuleSupervisor, sandbox_environment
+from .storage import HostStorage
+from .store import DataDirLock
+from .supervisor import ModuleSupervisor, RestartPolicy
+from .web import write_runtime_file
 
-__all__ = ["HostPaths", "Host", "discover_modules", "module_fs_key"]
+__all__ = ["Host"]
 
 log = logging.getLogger("insights.host")
-_MAX_IPC_DIR = 60  # + "/<module name up to 32>/upcall.sock" stays under the 107-byte socket limit
-
-
-@dataclass(frozen=True)
-class HostPaths:
-    """Where a host keeps its files under the data dir."""
-
-    data: Path
-
-    @property
-    def run(self) -> Path:
-        """Private (0700) folder: module table, runtime file, sandbox specs."""
-        return self.data / "run"
-
-    @property
-    def ipc(self) -> Path:
-        """Private (0700) folder of the ipc:// sockets.
-
-        Unix socket paths are limited to 107 bytes: under a deep data dir the
-        folder moves to a short per-data-dir path in the temporary folder.
-        """
-        inside = self.data / "ipc"
-        if len(str(inside)) <= _MAX_IPC_DIR:
-            return inside
-        digest = hashlib.sha256(str(self.data.resolve()).encode()).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / f"insights-ipc-{digest}"
-
-    @property
-    def logs(self) -> Path:
-        """One log file per sandbox."""
-        return self.data / "logs"
-
-    def module_data(self, module: str) -> Path:
-        """A module's own folder (its ``fs`` lives in ``fs/`` there)."""
-        return self.data / "modules" / module
-
-    def module_ipc(self, module: str) -> Path:
-        """A module's private (0700) folder of sockets: call, upcall and store."""
-        return self.ipc / module
-
-    @property
-    def ingest_endpoint(self) -> str:
-        return f"ipc://{self.ipc / 'ingest.sock'}"
-
-    @property
-    def control_endpoint(self) -> str:
-        return f"ipc://{self.ipc / 'control.sock'}"
-
-    @property
-    def table_file(self) -> Path:
-        return self.run / "modules.json"
-
-    @property
-    def runtime_file(self) -> Path:
-        return self.run / "runtime.json"
-
-    def make(self) -> None:
-        """Create the folders with private modes."""
-        self.data.mkdir(parents=True, exist_ok=True)
-        for folder in (self.run, self.ipc):
-            folder.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(folder, 0o700)
-        self.logs.mkdir(exist_ok=True)
-
-
-def discover_modules(paths) -> tuple[dict, dict]:
-    """Find module folders (``<dir>/<name>/__init__.py``) under each of ``paths``.
-
-    :returns: ``({name: folder}, {name: error})``; a name found twice is an error naming both.
-    """
-    found, errors = {}, {}
-    for base in paths:
-        base = Path(base)
-        if not base.is_dir():
-            log.warning("modules path %s is not a folder", base)
-            continue
-        for folder in sorted(base.iterdir()):
-            if not (folder / "__init__.py").is_file() or not MODULE_NAME.match(folder.name):
-                continue
-            if folder.name in found:
-                errors[folder.name] = f"module {folder.name!r} found twice: {found[folder.name]} and {folder}"
-                continue
-            found[folder.name] = folder.resolve()
-    return found, errors
-
-
-def module_fs_key(master: bytes, module: str) -> bytes:
-    """:returns: the key a module signs its file URLs with (derived, so it cannot sign for others)."""
-    return hmac.new(master, f"fs|{module}".encode(), hashlib.sha256).digest()
-
-
-def _secret(path: Path) -> bytes:
-    """Read a 32-byte secret from ``path``, creating it (0600) if absent."""
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(os.urandom(32).hex())
-        return bytes.fromhex(path.read_text().strip())
 
 
 class Host:
@@ -157,211 +58,118 @@ class Host:
         self.paths = HostPaths(Path(config["storage.data_dir"]))
         self._explicit_modules = modules
         self._property_modules = [Path(p).resolve() for p in property_modules]
-        self.properties = None
-        self._supervisors: dict[str, ModuleSupervisor] = {}
-        self._table_lock = threading.Lock()
-        self._snapshot = Snapshot({})
-        self._dirty = threading.Event()
-        self._reload_requests: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
-        self._lock = None
-        self._store = None
-        self.store_url = None
-        self.client = None
-        self.dead_letters = None
-        self._realtime_filters: dict = {}
-        self.placement = CpuPlacement(config["sandbox.pin_cpu"])
+        self._reload_requests: queue.Queue = queue.Queue()
+        self._lock: DataDirLock | None = None
+        self.storage = HostStorage(config, self.paths.data)
+        self.control_key: bytes | None = None
+        self._fs_master_key: bytes | None = None
+        self._contexts: Contexts | None = None
+        self._cgroups: CgroupManager | None = None
+        self._isolation: Isolation | None = None
+        self._forkserver: ForkServer | None = None
+        self.handlers = HandlerTable()
+        self.modules: ModuleSet | None = None
+        self._launcher: Launcher | None = None
+        self.ingest: IngestThread | None = None
+        self.broker: Broker | None = None
+        self.delivery: Delivery | None = None
+        self.realtime: Delivery | None = None
+        self._control: ControlService | None = None
+        self._monitor: threading.Thread | None = None
+        self._reloader: Reloader | None = None
+        self._policy = RestartPolicy.from_config(config)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
         """Lock the data dir, start the store and the threads, spawn every sandbox."""
         self.paths.make()
-        self._lock = storemod.DataDirLock(self.paths.data)
+        self._lock = DataDirLock(self.paths.data)
         self._lock.acquire()
         try:
-            self._start_store()
-            self.cgroups = CgroupManager()
-            self.isolation = self._isolation()
-            self.forkserver = None
-            if self.config["sandbox.prewarm"]:
-                self.forkserver = ForkServer(self.paths.ipc / "forkserver.sock", sandbox_environment())
-            if self.cgroups.available:
-                log.info("confinement: per-sandbox cgroups (memory, processes) and rlimits")
-            else:
-                log.warning("confinement: no cgroups (%s); memory is limited by address space only,"
-                            " processes only when sandboxes have a uid of their own", self.cgroups.reason)
-            self.control_key = _secret(self.paths.run / "control.key")
-            self.fs_master_key = _secret(self.paths.data / "fs.key")
-            self.contexts = Contexts()
-            self.ingest = IngestThread(self.paths.ingest_endpoint, self.control_key, self.eventlog,
-                                       self._on_appended, self.contexts.general, self.realtime_matches)
-            self.ingest.start()
-            self.ingest.wait_bound()
-            self.broker = Broker(self, self.contexts.general)
-            self.broker.start()
-            self.broker.wait_bound()
-            self._write_runtime()
-            self._create_supervisors()
-            for supervisor in self._supervisors.values():
-                if supervisor.state == "stopped":
-                    supervisor.start()
-            self.delivery = Delivery(self, self.contexts, ("queued", "batch"))
-            self.realtime = Delivery(self, self.contexts, ("realtime",), self.broker.progress_notifier())
-            self.delivery.start()
-            self.realtime.start()
-            self._monitor = threading.Thread(target=self._monitor_loop, name="insights-monitor",
-                                             daemon=True)
-            self._monitor.start()
-            if self._explicit_modules is None and self.config["modules.reload"]:
-                self.reloader = Reloader(self.config["modules.paths"], self._reload_requests.put)
-                self.reloader.start()
+            self.storage.open()
+            self.control_key = load_secret(self.paths.run / "control.key")
+            self._fs_master_key = load_secret(self.paths.data / "fs.key")
+            write_runtime_file(self.paths.runtime_file, self.config, self.paths, self.control_key,
+                               self._fs_master_key, self.storage.url)
+            self._contexts = Contexts()
+            self._start_event_path()
+            self._start_supervision()
         except BaseException:
             self.stop()
             raise
 
-    def _start_store(self) -> None:
-        url = self.config["storage.mongo_url"]
-        if not url:
-            self._store = storemod.EmbeddedStore(self.paths.data)
-            url = self._store.start()
-        self.store_url = url
-        self.client = storemod.connect(url)
-        db = self.client[storemod.HOST_DB_NAME]
-        # Cursors, dead letters and the seq counter live apart from the journaled log: the
-        # embedded store keeps its sync setting per database, and a lost cursor update only
-        # means a re-delivery.
-        state = self.client[storemod.HOST_DB_NAME + "_state"]
-        self.eventlog = EventLog(db, state, journal=self.config["storage.journal"])
-        self.eventlog.ensure_indexes()
-        self.cursors = Cursors(state)
-        self.dead_letters = DeadLetters(state)
-        self.dead_letters.resume()
+    def _start_event_path(self) -> None:
+        """POST -> ingest -> log -> delivery -> sandboxes; realtime progress back to ingest."""
+        self.modules = ModuleSet(self._new_supervisor, self.paths.table_file, on_publish=self.handlers.update)
+        settings = DeliverySettings.from_config(self.config)
+        storage = self.storage
+        parts = (self.handlers, self.modules.record, storage.eventlog, storage.cursors, storage.dead_letters,
+                 self._contexts, settings)
+        self.ingest = IngestThread(self.paths.ingest_endpoint, self.control_key, storage.eventlog,
+                                   self._on_appended, self._contexts.general, self.handlers.realtime_matches,
+                                   lambda module, handler: self.realtime.position(module, handler),
+                                   self.config["limits.realtime_timeout_s"])
+        self.delivery = Delivery(*parts, modes=("queued", "batch"))
+        self.realtime = Delivery(*parts, modes=("realtime",), on_progress=self.ingest.realtime_progress)
+        self.ingest.start()
+        self.ingest.wait_bound()
+        self._control = ControlService(self.modules, (self.delivery, self.realtime), storage.eventlog,
+                                       storage.dead_letters)
+        self.broker = Broker(self._contexts.general, self.paths, self.control_key, self._signer_of,
+                             self._report, lambda kind, name: self.modules.snapshot().resolve(kind, name),
+                             self._control.verbs())
+        self.broker.start()
+        self.broker.wait_bound()
 
-    def _isolation(self):
-        """:returns: a :class:`~hostd.isolation.Isolation` when sandboxes are isolated, else None."""
-        mode = self.config["sandbox.isolation"]
-        if mode not in ("auto", "off"):
-            raise ValueError(f"sandbox.isolation must be auto or off, not {mode!r}")
-        if mode == "off" or os.geteuid() != 0:
-            log.warning("isolation: off (%s): sandboxes share hostd's uid, network and files",
-                        "sandbox.isolation = off" if mode == "off" else "hostd is not root")
-            return None
-        isolation = Isolation(self.paths, self.config, self.store_url)
-        log.info("isolation: per-module uids from %d, no network, store through a relay limited to"
-                 " each module's database, private filesystem view", self.config["sandbox.uid_base"])
-        return isolation
-
-    def _write_runtime(self) -> None:
-        runtime = {"config": self.config.as_dict(), "table_file": str(self.paths.table_file),
-                   "ingest_endpoint": self.paths.ingest_endpoint,
-                   "control_endpoint": self.paths.control_endpoint,
-                   "control_key": self.control_key.hex(), "fs_master_key": self.fs_master_key.hex(),
-                   "store_url": self.store_url}
-        fd = os.open(self.paths.runtime_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(runtime, handle)
-
-    def _create_supervisors(self) -> None:
-        if self._explicit_modules is not None:
-            found, errors = dict(self._explicit_modules), {}
+    def _start_supervision(self) -> None:
+        """Confinement, the launcher, the modules' supervisors, then delivery and the monitor."""
+        self._cgroups = CgroupManager()
+        if self._cgroups.available:
+            log.info("confinement: per-sandbox cgroups (memory, processes) and rlimits")
         else:
-            found, errors = discover_modules(self.config["modules.paths"])
-        files = {name: properties_file(folder) for name, folder in found.items()}
-        files.update({p.name: properties_file(p) for p in self._property_modules if p.name not in files})
-        self.properties, property_errors = load_registry({n: f for n, f in files.items() if f})
-        for name, error in property_errors.items():
-            if name in found:
-                errors[name] = error
-            else:
-                raise ModuleLoadError(error)
-        self.properties_files = {n: str(f) for n, f in files.items() if f and n not in property_errors}
-        for name, folder in {**found, **{n: None for n in errors}}.items():
-            self._supervisors[name] = self._new_supervisor(name, folder, errors.get(name))
-        self.publish()
-
-    def _new_supervisor(self, name: str, folder, error: str | None = None) -> ModuleSupervisor:
-        """A supervisor for one module folder (failed at once when ``error`` or its module.toml is bad)."""
-        try:
-            manifest_limits = read_manifest(folder)["limits"] if folder else {}
-            limits = self.config.limits(manifest_limits, origin=f"{folder}/module.toml")
-        except (ModuleLoadError, ValueError) as err:
-            limits, error = self.config.limits(), error or str(err)
-        supervisor = ModuleSupervisor(name, folder or Path("."), limits, self.paths, self.config,
-                                      self.store_url, module_fs_key(self.fs_master_key, name),
-                                      self._dirty.set, self.properties_files, self.cgroups,
-                                      self.isolation, self.broker, getattr(self, "forkserver", None),
-                                      self.placement)
-        if error:
-            supervisor.fail(error)
-        return supervisor
-
-    def reload_modules(self, names) -> None:
-        """Start added, restart changed and stop removed module folders (hot reload).
-
-        Other modules are not touched. A changed ``properties.py`` updates hostd's
-        filters at once; other sandboxes see it when they next restart.
-        """
-        if self._explicit_modules is not None:
-            return
-        found, errors = discover_modules(self.config["modules.paths"])
-        files = {name: properties_file(folder) for name, folder in found.items()}
-        files.update({p.name: properties_file(p) for p in self._property_modules if p.name not in files})
-        serving = [n for n in self.properties_files if n not in names]  # incumbents keep their claims
-        self.properties, property_errors = load_registry({n: f for n, f in files.items() if f}, first=serving)
-        self.properties_files = {n: str(f) for n, f in files.items() if f and n not in property_errors}
-        self._realtime_filters.clear()
-        for name in sorted(names):
-            old = self._supervisors.get(name)
-            if old is not None:
-                old.stop()  # changed or removed: its process goes before anyone is told
-                self.publish()
-                del self._supervisors[name]
-            if name not in found and name not in errors:
-                self.placement.release(name)
-                log.info("module %s removed", name)
-                continue
-            supervisor = self._new_supervisor(name, found.get(name), errors.get(name) or property_errors.get(name))
-            if old is not None:
-                supervisor.restarts = old.restarts
-            self._supervisors[name] = supervisor
-            if supervisor.state != "failed":
-                supervisor.start()
-        self.publish()
+            log.warning("confinement: no cgroups (%s); memory is limited by address space only,"
+                        " processes only when sandboxes have a uid of their own", self._cgroups.reason)
+        self._isolation = Isolation.for_config(self.paths, self.config, self.storage.url)
+        if self.config["sandbox.prewarm"]:
+            self._forkserver = ForkServer(self.paths.ipc / "forkserver.sock", sandbox_environment())
+        self._launcher = Launcher(self.paths, self.config, self.storage.url, self.broker.ensure_upcall,
+                                  self._cgroups, self._isolation, self._forkserver,
+                                  CpuPlacement(self.config["sandbox.pin_cpu"]))
+        discovery = self._discover()
+        self.modules.apply(discovery)
+        self.delivery.start()
+        self.realtime.start()
+        self._monitor = threading.Thread(target=self._monitor_loop, name="insights-monitor", daemon=True)
+        self._monitor.start()
+        if self._explicit_modules is None and self.config["modules.reload"]:
+            self._reloader = Reloader(self.config["modules.paths"], self._reload_requests.put)
+            self._reloader.start()
 
     def stop(self) -> None:
-        """Stop sandboxes, threads and the store; release the data dir. Idempotent."""
+        """Stop the threads, every sandbox at once, then the store; release the data dir. Idempotent."""
         self._stopping.set()
-        for attribute in ("reloader", "delivery", "realtime"):
-            thread = getattr(self, attribute, None)
-            if thread is not None:
-                thread.stop()
+        for thread in (self._reloader, self._monitor, self.delivery, self.realtime):
+            if thread is not None and thread.is_alive():
+                if hasattr(thread, "stop"):
+                    thread.stop()
                 thread.join(10)
-        for supervisor in list(self._supervisors.values()):
-            supervisor.stop()
-        if self._supervisors:
-            self.publish()
-        for attribute in ("broker", "ingest"):
-            thread = getattr(self, attribute, None)
-            if thread is not None:
+        if self.modules is not None:
+            self.modules.stop()
+        for thread in (self.broker, self.ingest):
+            if thread is not None and thread.is_alive():
                 thread.stop()
                 thread.join(5)
-        if getattr(self, "contexts", None) is not None:
-            # every thread using them has stopped; this also closes the wake-up sockets they left
-            self.contexts.destroy(linger=0)
-            self.contexts = None
-        if self.client is not None:
-            self.client.close()
-            self.client = None
-        if getattr(self, "forkserver", None) is not None:
-            self.forkserver.stop()
-            self.forkserver = None
-        if getattr(self, "cgroups", None) is not None:
-            self.cgroups.close()
-        if getattr(self, "isolation", None) is not None:
-            self.isolation.close()
-        if self._store is not None:
-            self._store.stop()
-            self._store = None
+        if self._contexts is not None:  # every thread using them has stopped
+            self._contexts.destroy(linger=0)
+            self._contexts = None
+        for closing in (self._cgroups, self._isolation):
+            if closing is not None:
+                closing.close()
+        if self._forkserver is not None:
+            self._forkserver.stop()
+        self._forkserver = self._cgroups = self._isolation = None
+        self.storage.close()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -373,76 +181,83 @@ class Host:
     def __exit__(self, *exc):
         self.stop()
 
+    # -- supervision -----------------------------------------------------------
+    def _discover(self, names=None):
+        serving = [] if names is None else [n for n in self._launcher.properties_files if n not in names]
+        discovery = discover(self.config["modules.paths"], self._explicit_modules, self._property_modules,
+                             first=serving)
+        self._launcher.properties_files = discovery.properties_files
+        return discovery
+
+    def _new_supervisor(self, name: str, folder, error: str | None = None) -> ModuleSupervisor:
+        """A supervisor for one module folder (failed at once when ``error`` or its module.toml is bad)."""
+        try:
+            manifest_limits = read_manifest(folder)["limits"] if folder else {}
+            limits = self.config.limits(manifest_limits, origin=f"{folder}/module.toml")
+        except (ModuleLoadError, ValueError) as err:
+            limits, error = self.config.limits(), error or str(err)
+        supervisor = ModuleSupervisor(name, folder or Path("."), limits, self._launcher,
+                                      module_fs_key(self._fs_master_key, name), self._policy,
+                                      self.modules.changed.set, self._admit)
+        if error:
+            supervisor.fail(error)
+        return supervisor
+
+    def _admit(self, module: str, endpoints: list) -> str | None:
+        """A sandbox is ready: refuse names another module serves; place new handlers' cursors."""
+        error = self.modules.admit(module, endpoints)
+        if error is None:  # a new backfill=False handler starts at the head as of now
+            for endpoint in endpoints:
+                options = endpoint.get("options") or {}
+                if endpoint["class"] == "handler" and not options.get("backfill", True) \
+                        and self.storage.cursors.get(module, endpoint["name"]) is None:
+                    self.storage.cursors.set(module, endpoint["name"], self.storage.eventlog.head())
+        return error
+
     def _monitor_loop(self) -> None:
+        """The one thread that changes supervisors: reloads, signals, deaths, restarts."""
         while not self._stopping.is_set():
+            woken = self.modules.changed.wait(0.1)
             try:  # reloads happen here, on the thread that spawns sandboxes (PDEATHSIG follows it)
-                self.reload_modules(self._reload_requests.get_nowait())
+                names = self._reload_requests.get_nowait()
+                discovery = self._discover(names)
+                for name in set(names) - discovery.names():
+                    self._launcher.forget(name)
+                self.modules.apply(discovery, names)
             except queue.Empty:
                 pass
             except Exception:
                 log.exception("hot reload failed")
-            for supervisor in list(self._supervisors.values()):
-                try:
-                    supervisor.tick()
-                except Exception:
-                    log.exception("supervising %s failed", supervisor.name)
-            if self._dirty.wait(0.1):  # a state change is published at once
-                self.publish()
+            self.modules.tick()
+            if woken or self.modules.changed.is_set():
+                self.modules.publish()
 
-    # -- module table ----------------------------------------------------------
-    def publish(self) -> None:
-        """Write the module table for the other processes (and refresh our snapshot)."""
-        with self._table_lock:
-            self._dirty.clear()
-            table = {"modules": {name: s.record() for name, s in self._supervisors.items()},
-                     "properties": self.properties.describe() if self.properties else [],
-                     "published": time.time()}
-            self._snapshot = Snapshot(table)
-            write_table(self.paths.table_file, table)
+    def _signer_of(self, module: str):
+        supervisor = self.modules.get(module)
+        return supervisor.signer if supervisor is not None else None
 
-    def snapshot(self) -> Snapshot:
-        """:returns: the current table snapshot."""
-        return self._snapshot
+    def _report(self, module: str, report) -> None:
+        supervisor = self.modules.get(module)
+        if supervisor is not None:
+            supervisor.signal(report)
 
-    def supervisor(self, name: str) -> ModuleSupervisor | None:
-        """:returns: the supervisor of module ``name``."""
-        return self._supervisors.get(name)
+    def module_status(self) -> dict:
+        """:returns: the ``/modules`` answer (see :meth:`~hostd.control.ControlService.module_status`)."""
+        return self._control.module_status()
 
+    # -- for the harness and tests ---------------------------------------------
     def current_record(self, name: str) -> dict | None:
         """:returns: module ``name``'s up-to-date record."""
-        supervisor = self._supervisors.get(name)
-        return supervisor.record() if supervisor else None
+        return self.modules.record(name) if self.modules is not None else None
 
-    def running_handlers(self, modes=("realtime", "queued", "batch")):
-        """Yield ``(record, handler description)`` for running modules' handlers of those modes."""
-        for supervisor in list(self._supervisors.values()):
-            if supervisor.state != "running":
-                continue
-            record = supervisor.record()
-            for endpoint in record["endpoints"]:
-                if endpoint["class"] == "handler" and (endpoint.get("options") or {}).get("mode", "queued") in modes:
-                    yield record, endpoint
-
-    def realtime_matches(self, events: list[dict], source: str) -> list[list[str]]:
-        """:returns: ``[module, handler]`` of every running realtime handler matching one of ``events``."""
-        matched = []
-        for record, handler in self.running_handlers(("realtime",)):
-            key = (record["name"], handler["name"], repr(handler.get("options")))
-            matches = self._realtime_filters.get(key)
-            if matches is None:
-                matches = self._realtime_filters[key] = compile_filter(
-                    (handler.get("options") or {}).get("filter"), record["name"], self.properties)
-            if any(matches({"event": event, "source": source}) for event in events):
-                matched.append([record["name"], handler["name"]])
-        return matched
-
-    def handler_position(self, module: str, handler: str) -> int | None:
-        """:returns: a handler's acknowledged log position (None if unknown or not running)."""
-        for thread in (self.delivery, self.realtime):
-            position = thread.position(module, handler)
-            if position is not None:
-                return position
-        return None
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        """Block until no module is starting or restarting. :returns: whether that happened."""
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self.modules.settled():
+                return True
+            time.sleep(0.02)
+        return False
 
     def wait_delivered(self, module: str, seq: int, timeout_s: float) -> bool:
         """Block until every handler of ``module`` (all modes) is past ``seq``."""
@@ -450,59 +265,6 @@ class Host:
         return all(thread.wait_delivered(module, seq, max(0.0, deadline - time.time()))
                    for thread in (self.delivery, self.realtime))
 
-    def wait_ready(self, timeout_s: float = 60.0) -> bool:
-        """Block until no module is starting or restarting. :returns: whether that happened."""
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            if all(s.state not in ("starting", "restarting", "stopped") for s in self._supervisors.values()):
-                return True
-            time.sleep(0.02)
-        return False
-
-    # -- reports from sandboxes and threads ----------------------------------
-    def on_ready(self, module: str, pid: int, endpoints: list, manifest: dict, confinement=None,
-                 cpu=None) -> None:
-        """A sandbox loaded its module: check its names do not collide with another module's."""
-        supervisor = self._supervisors.get(module)
-        if supervisor is None:
-            return
-        ours = {(e["class"], n) for e in endpoints if e["class"] in ("view", "query")
-                for n in [e["name"], *e.get("aliases", [])]}
-        for other in self._supervisors.values():
-            if other is supervisor or not other.endpoints or other.state == "failed":
-                continue
-            theirs = {(e["class"], n) for e in other.endpoints
-                      for n in [e["name"], *e.get("aliases", [])]}
-            clash = sorted(ours & theirs)
-            if clash:
-                kind, name = clash[0]
-                supervisor.fail(f"{kind} {name!r} is defined by both module {other.name!r}"
-                                f" ({other.path}) and module {module!r} ({supervisor.path})")
-                return
-        for endpoint in endpoints:  # a new backfill=False handler starts at the head as of now
-            options = endpoint.get("options") or {}
-            if endpoint["class"] == "handler" and not options.get("backfill", True) \
-                    and self.cursors.get(module, endpoint["name"]) is None:
-                self.cursors.set(module, endpoint["name"], self.eventlog.head())
-        supervisor.on_ready(pid, endpoints, manifest, confinement, cpu)
-
     def _on_appended(self, seq: int) -> None:
-        for name in ("realtime", "delivery"):
-            thread = getattr(self, name, None)
-            if thread is not None:
-                thread.notify(seq)
-
-    def module_status(self) -> dict:
-        """:returns: the ``/modules`` answer: each module's state, pid, errors and handler detail."""
-        head = self.eventlog.head()
-        out = {}
-        for name, supervisor in sorted(self._supervisors.items()):
-            record = supervisor.record()
-            handlers = {s.name: s.stats(head)
-                        for thread in (self.delivery, self.realtime) for s in thread.states(name)}
-            out[name] = {key: record[key] for key in ("state", "pid", "restarts", "last_error", "confinement")}
-            out[name].update(lag=sum(h["lag"] for h in handlers.values()),
-                             handled=sum(h["handled"] for h in handlers.values()),
-                             dead_letters=self.dead_letters.count(name), handlers=handlers,
-                             crons={}, path=record["path"])
-        return out
+        self.delivery.notify(seq)
+        self.realtime.notify(seq)

@@ -1,24 +1,46 @@
-"""The ingest thread: the event log's single appender.
+"""The ingest thread: the event log's single appender, and where realtime waits end.
 
 Web workers (``POST /event``) and the broker (``emit``) send ``append_request``
 messages to its ROUTER socket. It takes every request already waiting, writes
 their events with one :meth:`~hostd.eventlog.EventLog.append`, then answers each
 request with its own part of the result, so the log is written in large batches
 and always by one writer.
+
+A request from the web (``realtime: true``) whose new events match realtime
+handlers is answered only once those handlers are past the events (or at its
+deadline, with ``realtime_timeout`` set): the realtime delivery thread calls
+:meth:`IngestThread.realtime_progress` whenever a handler moved on. So the event
+path is one line: POST -> log -> matching handlers -> answer.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from dataclasses import dataclass
 
 import zmq
 
 from sandbox import protocol
 
+from .waker import Waker
+
 __all__ = ["IngestThread", "IngestClient"]
 
 log = logging.getLogger("insights.ingest")
 _MAX_BATCH_EVENTS = 5000
+
+
+@dataclass
+class _RealtimeWait:
+    """An answered-later append: its requester, the answer, and what it waits for."""
+
+    identity: list
+    request: dict
+    result: dict
+    handlers: list
+    seq: int
+    deadline: float
 
 
 class IngestThread(threading.Thread):
@@ -29,11 +51,14 @@ class IngestThread(threading.Thread):
     :param eventlog: the :class:`~hostd.eventlog.EventLog`.
     :param on_appended: called with the last ``seq`` after each write.
     :param context: the host's ``zmq.Context``.
-    :param realtime_matches: ``f(events, source) -> [[module, handler], ...]``: the realtime
+    :param realtime_matches: ``f(events, source) -> [(module, handler), ...]``: the realtime
         handlers a request's new events match (the request then waits for them).
+    :param realtime_position: ``f(module, handler) -> seq | None``: where a realtime handler is.
+    :param realtime_timeout_s: how long a request waits for its realtime handlers.
     """
 
-    def __init__(self, endpoint, key, eventlog, on_appended, context, realtime_matches=None):
+    def __init__(self, endpoint, key, eventlog, on_appended, context, realtime_matches=None,
+                 realtime_position=None, realtime_timeout_s: float = 10.0):
         super().__init__(name="insights-ingest", daemon=True)
         self._endpoint = endpoint
         self._signer = protocol.Signer(key)
@@ -41,6 +66,10 @@ class IngestThread(threading.Thread):
         self._on_appended = on_appended
         self._context = context
         self._realtime_matches = realtime_matches
+        self._realtime_position = realtime_position
+        self._realtime_timeout_s = realtime_timeout_s
+        self._waits: list[_RealtimeWait] = []
+        self._waker = Waker(context, "ingest")
         self._stopping = threading.Event()
         self._bound = threading.Event()
 
@@ -52,21 +81,40 @@ class IngestThread(threading.Thread):
     def stop(self) -> None:
         """Ask the loop to end after the batch in hand."""
         self._stopping.set()
+        self._waker.wake()
+
+    def realtime_progress(self) -> None:
+        """A realtime handler moved on: look at the waiting requests (callable from any thread)."""
+        if self._waits:
+            self._waker.wake()
 
     def run(self) -> None:
         sock = self._context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
         sock.bind(self._endpoint)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._waker.socket, zmq.POLLIN)
         self._bound.set()
         try:
             while not self._stopping.is_set():
-                if not sock.poll(200):
-                    continue
-                batch = self._drain(sock)
-                if batch:
-                    self._write(sock, batch)
+                ready = dict(poller.poll(self._poll_timeout_ms()))
+                if self._waker.socket in ready:
+                    self._waker.drain()
+                if sock in ready:
+                    batch = self._drain(sock)
+                    if batch:
+                        self._write(sock, batch)
+                self._answer_waits(sock)
         finally:
             sock.close()
+            self._waker.close()
+
+    def _poll_timeout_ms(self) -> int:
+        if not self._waits:
+            return 200
+        soonest = min(wait.deadline for wait in self._waits)
+        return max(1, min(200, int((soonest - time.time()) * 1000) + 1))
 
     def _drain(self, sock) -> list:
         batch, count = [], 0
@@ -98,8 +146,8 @@ class IngestThread(threading.Thread):
             except Exception as err:  # the store is down: answer each request with the error
                 log.exception("ingest: append failed")
                 for identity, message in items:
-                    sock.send_multipart(identity + self._signer.pack(
-                        protocol.reply_error(message, "store_unavailable", f"event log unavailable: {err}")))
+                    self._reply(sock, identity, protocol.reply_error(message, "store_unavailable",
+                                                                     f"event log unavailable: {err}"))
                 continue
             if result["last_seq"] is not None:
                 self._on_appended(result["last_seq"])
@@ -110,9 +158,34 @@ class IngestThread(threading.Thread):
                 offset += count
                 fresh = [e for e, i in zip(message["events"], ids) if i in new]
                 counts = _split_counts(ids, new)  # an id first logged by this request is accepted here
-                realtime = self._realtime_matches(fresh, source) if fresh and self._realtime_matches else []
-                sock.send_multipart(identity + self._signer.pack(protocol.reply_ok(message, {
-                    "ids": ids, "last_seq": result["last_seq"], "realtime": realtime, **counts})))
+                answer = {"ids": ids, "last_seq": result["last_seq"], "realtime": False, **counts}
+                handlers = self._realtime_matches(fresh, source) \
+                    if fresh and message.get("realtime") and self._realtime_matches else []
+                if handlers:
+                    self._waits.append(_RealtimeWait(identity, message, answer, handlers, result["last_seq"],
+                                                     time.time() + self._realtime_timeout_s))
+                else:
+                    self._reply(sock, identity, protocol.reply_ok(message, answer))
+
+    def _reply(self, sock, identity, reply: dict) -> None:
+        sock.send_multipart(identity + self._signer.pack(reply))
+
+    def _answer_waits(self, sock) -> None:
+        """Answer the requests whose realtime handlers are all past their events, or out of time."""
+        if not self._waits:
+            return
+        now, waiting = time.time(), []
+        for wait in self._waits:
+            late = [f"{m}.{h}" for m, h in wait.handlers if (self._realtime_position(m, h) or 0) < wait.seq]
+            if not late:
+                self._reply(sock, wait.identity, protocol.reply_ok(wait.request, {**wait.result, "realtime": True}))
+            elif wait.deadline <= now:
+                self._reply(sock, wait.identity, protocol.reply_ok(wait.request, {
+                    **wait.result, "realtime": True,
+                    "realtime_timeout": f"realtime handlers did not finish in time: {', '.join(late)}"}))
+            else:
+                waiting.append(wait)
+        self._waits = waiting
 
 
 def _split_counts(ids, new: set) -> dict:
@@ -139,13 +212,16 @@ class IngestClient:
         self._sock.connect(endpoint)
         self._signer = protocol.Signer(key)
 
-    def append(self, events: list[dict], source: str = "http", timeout_s: float = 30.0) -> dict:
-        """:returns: ``{"accepted", "duplicates", "ids", "last_seq"}`` once durably logged.
+    def append(self, events: list[dict], source: str = "http", timeout_s: float = 30.0,
+               realtime: bool = False) -> dict:
+        """:returns: ``{"accepted", "duplicates", "ids", "last_seq", "realtime"}`` once durably
+            logged; with ``realtime``, once the realtime handlers the events match ran too
+            (``realtime`` is then True, and ``realtime_timeout`` says which did not finish in time).
 
         :raises InsightsError: the log could not be written (or no answer in time).
         """
         from sandbox.errors import InsightsError, error_from_reply
-        message = protocol.request("append", timeout_s, events=events, source=source)
+        message = protocol.request("append", timeout_s, events=events, source=source, realtime=realtime)
         self._sock.send_multipart(self._signer.pack(message))
         while self._sock.poll(timeout_s * 1000):
             reply = self._signer.unpack(self._sock.recv_multipart())

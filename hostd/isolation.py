@@ -7,6 +7,7 @@ which folders to hide and which to bind back (see :mod:`sandbox.confine`).
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import zlib
@@ -15,6 +16,8 @@ from pathlib import Path
 from .storeproxy import StoreProxy
 
 __all__ = ["Isolation"]
+
+log = logging.getLogger("insights.isolation")
 
 _UID_SPAN = 20000
 
@@ -30,7 +33,7 @@ def _code_paths() -> list[str]:
 class Isolation:
     """Per-module uids, folders, store relays and confinement plans.
 
-    :param paths: the host's :class:`~hostd.host.HostPaths`.
+    :param paths: the host's :class:`~hostd.paths.HostPaths`.
     :param config: the host's config.
     :param store_url: the real store.
     """
@@ -41,6 +44,21 @@ class Isolation:
         self._proxy = StoreProxy(store_url)
         self._uids: dict = {}
         self._code = _code_paths()
+
+    @classmethod
+    def for_config(cls, paths, config, store_url: str) -> "Isolation | None":
+        """:returns: an :class:`Isolation` when sandboxes are isolated (hostd is root and
+        ``sandbox.isolation`` is ``auto``), else None; says which in the log."""
+        mode = config["sandbox.isolation"]
+        if mode not in ("auto", "off"):
+            raise ValueError(f"sandbox.isolation must be auto or off, not {mode!r}")
+        if mode == "off" or os.geteuid() != 0:
+            log.warning("isolation: off (%s): sandboxes share hostd's uid, network and files",
+                        "sandbox.isolation = off" if mode == "off" else "hostd is not root")
+            return None
+        log.info("isolation: per-module uids from %d, no network, store through a relay limited to"
+                 " each module's database, private filesystem view", config["sandbox.uid_base"])
+        return cls(paths, config, store_url)
 
     def uid(self, module: str) -> int:
         """:returns: the module's uid (stable across restarts, distinct within this host)."""

@@ -1,50 +1,121 @@
-"""Supervising one module's sandbox process.
+"""Supervising one module's sandbox: a state machine driven by one thread.
 
-States (SPEC §6) and their transitions::
+States and the transitions between them (every one goes through
+:meth:`ModuleSupervisor._enter`, which refuses any not in :data:`TRANSITIONS`)::
 
-    stopped -> starting          start()
-    starting -> running          the sandbox reported ready
-    starting/running -> restarting   the process died (or did not get ready in time)
-    restarting -> crashloop      too many quick deaths in a row (still retried, slowly)
-    restarting/crashloop -> starting when the backoff delay has passed
-    starting -> failed           the module could not be loaded (not restarted)
-    any -> stopped               stop()
+    stopped    -> starting     start()
+    starting   -> running      the sandbox reported ready
+    starting   -> failed       the module could not be loaded (it is not restarted)
+    starting   -> restarting   the process died, or was not ready in time (SIGKILL at once)
+    running    -> restarting   the process died, or a call overran its deadline
+    restarting -> crashloop    (instead of restarting) too many quick deaths in a row
+    restarting/crashloop -> starting   its backoff delay has passed
+    any        -> failed       fail(): e.g. its names collide with another module's
+    any        -> stopped      stop()
 
-The supervisor never blocks: :meth:`tick` is called periodically by the host's
-monitor thread, and ``on_*`` methods by the broker thread when a sandbox reports.
+As in gunicorn's arbiter, other threads never change a supervisor: the broker
+*queues* what sandboxes report (:meth:`ModuleSupervisor.signal`), and the
+host's monitor thread applies the queue and checks the process in
+:meth:`ModuleSupervisor.tick`. So no lock is needed, and none is held while
+another part is waited on.
 """
 from __future__ import annotations
 
-import json
+import enum
 import logging
-import os
-import signal
-import subprocess
-import sys
-import threading
+import queue
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox import protocol
 
-__all__ = ["ModuleSupervisor", "sandbox_environment"]
+from .launcher import sandbox_environment
+
+__all__ = ["ModuleState", "TRANSITIONS", "ModuleSupervisor", "RestartPolicy", "Ready", "LoadFailed",
+           "Raised", "CallTimedOut", "stop_all", "sandbox_environment"]
 
 log = logging.getLogger("insights.supervisor")
 
 
-def sandbox_environment() -> dict:
-    """:returns: the scrubbed environment sandboxes (and the fork server) start with."""
-    env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "LANG", "LC_", "PATH", "TZ"))}
-    env.update(PYTHONPATH=_sandbox_pythonpath(), MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1",
-               MPLBACKEND="Agg", PYTHONUNBUFFERED="1", TMPDIR="/tmp", PYTHONDONTWRITEBYTECODE="1")
-    return env
+class ModuleState(str, enum.Enum):
+    """The states a module is shown in (``/modules``)."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    CRASHLOOP = "crashloop"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
 
 
-def _sandbox_pythonpath() -> str:
-    import sandbox
-    root = str(Path(sandbox.__file__).resolve().parents[1])
-    existing = os.environ.get("PYTHONPATH")
-    return root if not existing else f"{root}{os.pathsep}{existing}"
+S = ModuleState
+#: Every allowed transition: ``{from: {to, ...}}``.
+TRANSITIONS = {
+    S.STOPPED: {S.STARTING, S.FAILED},
+    S.STARTING: {S.RUNNING, S.RESTARTING, S.CRASHLOOP, S.FAILED, S.STOPPED},
+    S.RUNNING: {S.RESTARTING, S.CRASHLOOP, S.FAILED, S.STOPPED},
+    S.RESTARTING: {S.STARTING, S.RESTARTING, S.CRASHLOOP, S.FAILED, S.STOPPED},
+    S.CRASHLOOP: {S.STARTING, S.CRASHLOOP, S.FAILED, S.STOPPED},
+    S.FAILED: {S.STOPPED, S.FAILED},
+}
+
+
+# -- signals: what other threads report, queued to the monitor thread -------------
+@dataclass(frozen=True)
+class Ready:
+    """The sandbox loaded its module."""
+
+    pid: int
+    endpoints: list
+    manifest: dict = field(default_factory=dict)
+    confinement: dict = field(default_factory=dict)
+    cpu: int | None = None
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    """The module could not be loaded (the sandbox then exits with ``EXIT_LOAD_FAILED``)."""
+
+    traceback: str
+
+
+@dataclass(frozen=True)
+class Raised:
+    """A module function raised; its traceback is kept for ``/modules``."""
+
+    traceback: str
+
+
+@dataclass(frozen=True)
+class CallTimedOut:
+    """A call into sandbox ``pid`` overran its deadline: kill it."""
+
+    pid: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a dead sandbox is started again."""
+
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    crashloop_restarts: int = 5
+    stable_after_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, config) -> "RestartPolicy":
+        """:returns: the policy of a :class:`~hostd.config.Config`."""
+        return cls(config["supervisor.backoff_initial_s"], config["supervisor.backoff_max_s"],
+                   config["supervisor.crashloop_restarts"], config["supervisor.stable_after_s"])
+
+    def delay(self, quick_deaths: int) -> float:
+        """:returns: the wait before the next start after ``quick_deaths`` deaths in a row."""
+        return min(self.backoff_initial_s * 2 ** (quick_deaths - 1), self.backoff_max_s)
 
 
 class ModuleSupervisor:
@@ -53,294 +124,204 @@ class ModuleSupervisor:
     :param name: the module's name.
     :param path: its folder.
     :param limits: its effective ``limits.*`` settings.
-    :param paths: the host's :class:`hostd.host.HostPaths`.
-    :param settings: the host's config.
-    :param store_url: MongoDB URL the sandbox uses for ``db``.
+    :param launcher: the host's :class:`~hostd.launcher.Launcher`.
     :param fs_key: the module's key for signing file URLs.
+    :param policy: the :class:`RestartPolicy`.
     :param on_change: called (without arguments) after every state change.
-    :param properties_files: ``{module: properties.py}`` every sandbox loads for ``evt.<ns>.<name>``.
-    :param cgroups: the host's :class:`~hostd.cgroups.CgroupManager` (or None).
-    :param isolation: the host's :class:`~hostd.isolation.Isolation` (None: not isolated).
-    :param broker: the host's :class:`~hostd.broker.Broker` (binds the module's upcall socket).
-    :param forkserver: the host's :class:`~hostd.forkclient.ForkServer` (None: fresh interpreters).
-    :param placement: the host's :class:`~hostd.placement.CpuPlacement` (None: not pinned).
+    :param admit: ``admit(module, endpoints) -> error | None``, asked when the sandbox is
+        ready: an error (e.g. a name another module serves) fails the module.
     """
 
-    def __init__(self, name, path, limits, paths, settings, store_url, fs_key: bytes, on_change,
-                 properties_files=None, cgroups=None, isolation=None, broker=None, forkserver=None,
-                 placement=None):
+    def __init__(self, name: str, path, limits: dict, launcher, fs_key: bytes,
+                 policy: RestartPolicy = RestartPolicy(), on_change=lambda: None, admit=None):
         self.name = name
         self.path = Path(path)
         self.limits = limits
-        self._paths = paths
-        self._settings = settings
-        self._store_url = store_url
+        self._launcher = launcher
         self._fs_key = fs_key
+        self._policy = policy
         self._on_change = on_change
-        self._properties_files = dict(properties_files or {})
-        self._cgroups = cgroups
-        self._isolation = isolation
-        self._broker = broker
-        self._forkserver = forkserver
-        self._placement = placement
-        self._cgroup = None
-        self._counters = {"oom_kill": 0, "pids_max": 0}
-        self.confinement: dict = {}
-        #: the one CPU the running sandbox is pinned to (None: not pinned); callers' sockets follow it
-        self.cpu: int | None = None
+        self._admit = admit
+        self._signals: queue.SimpleQueue = queue.SimpleQueue()
         self.key = protocol.new_key()
         #: the module's end of its upcall channel in hostd (remembers nonces: replays are refused)
         self.signer = protocol.Signer(self.key)
-        self.state = "stopped"
-        self.process: subprocess.Popen | None = None
+        self.state = ModuleState.STOPPED
+        self.sandbox = None
         self.restarts = 0
         self.last_error: str | None = None
         self.endpoints: list = []
         self.manifest: dict = {}
+        self.confinement: dict = {}
+        #: the one CPU the running sandbox is pinned to (None: not pinned); callers' sockets follow it
+        self.cpu: int | None = None
         self.started_at: float | None = None
         self.ready_at: float | None = None
         self._quick_deaths = 0
         self._next_start = 0.0
         self._load_failed = False       # the sandbox reported load_failed (then exits with 3)
         self._kill_reason = None        # why hostd killed it, reported instead of the signal
-        self._lock = threading.RLock()
 
     # -- what others see -----------------------------------------------------
     @property
     def pid(self) -> int | None:
         """The sandbox's pid while it runs."""
-        return self.process.pid if self.process is not None and self.process.poll() is None else None
-
-    @property
-    def call_endpoint(self) -> str:
-        """The sandbox's ``call`` socket."""
-        return f"ipc://{self._paths.module_ipc(self.name) / 'call.sock'}"
-
-    @property
-    def upcall_endpoint(self) -> str:
-        """hostd's end of the module's upcall channel."""
-        return f"ipc://{self._paths.module_ipc(self.name) / 'upcall.sock'}"
+        return self.sandbox.pid if self.sandbox is not None else None
 
     def record(self) -> dict:
-        """:returns: this module's entry of the module table.
-
-        Reads without the lock: a start in progress holds it while waiting for the broker,
-        which must be able to answer ``/modules`` meanwhile.
-        """
-        return {"name": self.name, "path": str(self.path), "state": self.state, "pid": self.pid,
+        """:returns: this module's entry of the module table."""
+        return {"name": self.name, "path": str(self.path), "state": self.state.value, "pid": self.pid,
                 "restarts": self.restarts, "last_error": self.last_error,
-                "started_at": self.started_at, "call_endpoint": self.call_endpoint,
+                "started_at": self.started_at, "call_endpoint": self._launcher.call_endpoint(self.name),
                 "key": self.key.hex(), "endpoints": self.endpoints, "manifest": self.manifest,
                 "limits": self.limits, "confinement": self.confinement, "cpu": self.cpu}
 
-    # -- transitions ---------------------------------------------------------
-    def _set_state(self, state: str) -> None:
+    def signal(self, report) -> None:
+        """Queue a report (:class:`Ready`, :class:`LoadFailed`, :class:`Raised`,
+        :class:`CallTimedOut`) for the next :meth:`tick`; callable from any thread."""
+        self._signals.put(report)
+        self._on_change()
+
+    # -- the one place states change -----------------------------------------
+    def _enter(self, state: ModuleState) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"module {self.name}: no transition {self.state} -> {state}")
         if state != self.state:
             log.info("module %s: %s -> %s", self.name, self.state, state)
             self.state = state
         self._on_change()
 
-    def _spec(self) -> dict:
-        data = self._paths.module_data(self.name)
-        ipc = self._paths.module_ipc(self.name)
-        ipc.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (data / "fs").mkdir(parents=True, exist_ok=True)
-        store_url, isolation, uid = self._store_url, {}, None
-        if self._isolation is not None:
-            store_url, isolation = self._isolation.prepare(self.name, self.path, self._properties_files)
-            uid = isolation["uid"]
-        if self._broker is not None:
-            self._broker.ensure_upcall(self.name, self.upcall_endpoint, uid)
-        return {
-            "module": self.name, "module_dir": str(self.path), "key": self.key.hex(),
-            "call_endpoint": self.call_endpoint, "upcall_endpoint": self.upcall_endpoint,
-            "store_url": store_url, "db_name": f"mod_{self.name}",
-            "fs_root": str(data / "fs"), "fs_key": self._fs_key.hex(),
-            "parent_pid": self._parent_pid(), "log_level": self._settings["logging.level"],
-            "call_timeout_s": self.limits["call_timeout_s"],
-            "properties_files": self._properties_files,
-            "confinement": {**self._confinement_plan(), **isolation},
-        }
-
-    def _confinement_plan(self) -> dict:
-        memory = self.limits["memory_mb"]
-        if self._cgroups is not None and self._cgroups.available:
-            if self._cgroup is not None:
-                self._cgroup.remove()
-            self._cgroup = self._cgroups.create(self.name, memory, self.limits["max_processes"])
-        if self._cgroup is not None:
-            self._counters = self._cgroup.counters()
-        # Address space counts virtual memory (~450 MiB for numpy+zmq+pymongo at rest): a
-        # backstop well above the cgroup's real limit, or the only limit without cgroups.
-        address_space = memory * 4 + 1024 if self._cgroup is not None else memory + 512
-        return {"memory_mb": memory, "max_processes": self.limits["max_processes"],
-                "max_open_files": self.limits["max_open_files"], "address_space_mb": address_space,
-                "cgroup_procs": self._cgroup.procs_files if self._cgroup is not None else [],
-                "cpu": self._placement.assign(self.name) if self._placement is not None else None}
-
-    def _use_forkserver(self) -> bool:
-        return self._forkserver is not None and self._forkserver.alive
-
-    def _parent_pid(self) -> int:
-        return self._forkserver.process.pid if self._use_forkserver() else os.getpid()
-
+    # -- driven by the monitor thread ----------------------------------------
     def start(self) -> None:
-        """Spawn the sandbox (a fresh interpreter running ``python -m sandbox``)."""
-        with self._lock:
-            if self.process is not None and self.process.poll() is None:
-                return
-            spec_path = self._paths.run / f"{self.name}.spec.json"
-            os.close(os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))  # 0600 first
-            data = self._paths.module_data(self.name)
-            data.mkdir(parents=True, exist_ok=True)
-            env = sandbox_environment()
-            env.update(MPLCONFIGDIR=str(data / "mpl"), HOME=str(data), USER=f"insights-{self.name}")
-            try:
-                spec = self._spec()
-            except Exception as err:  # e.g. the store relay or the upcall socket could not be set up
-                log.exception("module %s: cannot prepare its sandbox", self.name)
-                self.last_error = f"cannot prepare the sandbox: {err}"
-                self._died(time.time())
-                return
-            with open(spec_path, "w", encoding="utf-8") as handle:
-                json.dump(spec, handle)
-            log_file = open(self._paths.logs / f"{self.name}.log", "ab")
-            try:
-                # A -> starting
-                if self._use_forkserver():
-                    self.process = self._forkserver.spawn(str(spec_path), env, str(data), log_file.fileno())
-                else:
-                    self.process = subprocess.Popen([sys.executable, "-m", "sandbox", str(spec_path)],
-                                                    stdin=subprocess.DEVNULL, stdout=log_file,
-                                                    stderr=subprocess.STDOUT, cwd=data, env=env,
-                                                    close_fds=True)
-            finally:
-                log_file.close()
-            self.started_at = time.time()
-            self.ready_at = None
-            self._load_failed = False
-            self._set_state("starting")
-
-    def on_ready(self, pid: int, endpoints: list, manifest: dict, confinement: dict | None = None,
-                 cpu: int | None = None) -> bool:
-        """The sandbox loaded its module. :returns: False if the report is stale."""
-        with self._lock:
-            if self.pid != pid or self.state != "starting":
-                return False
-            self.endpoints, self.manifest = endpoints, manifest
-            self.confinement = dict(confinement or {})
-            self.cpu = cpu if isinstance(cpu, int) and not isinstance(cpu, bool) else None
-            self.ready_at = time.time()
-            self._set_state("running")  # starting -> running
-            return True
-
-    def on_load_failed(self, text: str) -> None:
-        """The module could not be loaded: remember why; :meth:`tick` marks it failed."""
-        with self._lock:
-            self.last_error = text
-            self._load_failed = True
-
-    def fail(self, reason: str) -> None:
-        """Stop the sandbox and mark the module failed (e.g. an endpoint name collision)."""
-        with self._lock:
-            self.last_error = reason
-            self._kill()
-            self._set_state("failed")  # any -> failed
-
-    def on_error(self, text: str) -> None:
-        """A module function raised: keep its traceback for ``/modules``."""
-        with self._lock:
-            self.last_error = text
-            self._on_change()
+        """Launch the sandbox: stopped/restarting/crashloop -> starting."""
+        if self.sandbox is not None and self.sandbox.poll() is None:
+            return
+        self.endpoints, self.manifest, self.cpu = [], {}, None
+        try:
+            self.sandbox = self._launcher.launch(self.name, self.path, self.limits, self.key, self._fs_key)
+        except Exception as err:  # e.g. the store relay or the upcall socket could not be set up
+            log.exception("module %s: cannot prepare its sandbox", self.name)
+            self.last_error = f"cannot prepare the sandbox: {err}"
+            self._enter(ModuleState.STARTING)
+            self._died(time.time())
+            return
+        self.started_at, self.ready_at, self._load_failed = time.time(), None, False
+        self._enter(ModuleState.STARTING)
 
     def tick(self, now: float | None = None) -> None:
-        """Notice deaths, start timeouts and due restarts."""
-        now = time.time() if now is None else now
-        with self._lock:
-            if self.state in ("stopped", "failed"):
-                return
-            if self.state in ("restarting", "crashloop"):
-                if now >= self._next_start:
-                    self.start()  # restarting/crashloop -> starting
-                return
-            status = self.process.poll() if self.process is not None else -1
-            if status is None:
-                if self.state == "starting" and now - self.started_at > self.limits["start_timeout_s"]:
-                    self.last_error = f"not ready after {self.limits['start_timeout_s']:g} s"
-                    self._kill()  # may wait for the process: the backoff counts from its end
-                    self._died(time.time())
-                return
-            if status == protocol.EXIT_LOAD_FAILED and self._load_failed:
-                self.process = None
-                self._set_state("failed")  # starting -> failed
-                return
-            log.warning("module %s: sandbox exited with status %s", self.name, status)
-            if self._kill_reason is not None:
-                self.last_error, self._kill_reason = self._kill_reason, None
-            elif self.last_error is None or self.state == "running":
-                self.last_error = self._death_reason(status)
-            self._died(now)
-
-    def _death_reason(self, status: int) -> str:
-        """Why the sandbox died, from the cgroup counters when there are any."""
-        if self._cgroup is not None:
-            counters = self._cgroup.counters()
-            if counters["oom_kill"] > self._counters["oom_kill"]:
-                return f"killed: over its memory limit ({self.limits['memory_mb']} MiB)"
-            if counters["pids_max"] > self._counters["pids_max"] and status != 0:
-                return (f"sandbox exited with status {status} after hitting its process limit"
-                        f" ({self.limits['max_processes']})")
-        if status == -signal.SIGXCPU:
-            return "killed: over its CPU limit"
-        if status < 0:
+        """Apply queued signals, then notice deaths, start timeouts and due restarts."""
+        while True:
             try:
-                return f"sandbox process killed by {signal.Signals(-status).name} (status {status})"
-            except ValueError:
-                pass
-        return f"sandbox process exited with status {status}"
+                self._apply(self._signals.get_nowait())
+            except queue.Empty:
+                break
+        now = time.time() if now is None else now
+        if self.state in (S.STOPPED, S.FAILED):
+            return
+        if self.state in (S.RESTARTING, S.CRASHLOOP):
+            if now >= self._next_start:
+                self.start()
+            return
+        status = self.sandbox.poll()
+        if status is None:
+            if self.state is S.STARTING and now - self.started_at > self.limits["start_timeout_s"]:
+                # never ready: it has nothing to lose, so no grace period
+                self.last_error = f"not ready after {self.limits['start_timeout_s']:g} s"
+                self.sandbox.kill()
+                self._died(time.time())
+            return
+        if status == protocol.EXIT_LOAD_FAILED and self._load_failed:
+            self._discard_sandbox()
+            self._enter(ModuleState.FAILED)
+            return
+        log.warning("module %s: sandbox exited with status %s", self.name, status)
+        if self._kill_reason is not None:
+            self.last_error, self._kill_reason = self._kill_reason, None
+        elif self.last_error is None or self.state is S.RUNNING:
+            self.last_error = self.sandbox.death_reason(status)
+        self._died(now)
+
+    def fail(self, reason: str) -> None:
+        """Kill the sandbox and mark the module failed (it is not restarted)."""
+        self.last_error = reason
+        if self.sandbox is not None:
+            self.sandbox.kill()
+            self._discard_sandbox()
+        self._enter(ModuleState.FAILED)
+
+    def _apply(self, report) -> None:
+        if isinstance(report, Ready):
+            if self.state is not S.STARTING or self.pid != report.pid:
+                return  # stale: from a sandbox already gone
+            error = self._admit(self.name, report.endpoints) if self._admit else None
+            if error:
+                self.fail(error)
+                return
+            self.endpoints, self.manifest = report.endpoints, report.manifest
+            self.confinement = dict(report.confinement or {})
+            cpu = report.cpu
+            self.cpu = cpu if isinstance(cpu, int) and not isinstance(cpu, bool) else None
+            self.ready_at = time.time()
+            self._enter(ModuleState.RUNNING)
+        elif isinstance(report, LoadFailed):
+            self.last_error, self._load_failed = report.traceback, True
+        elif isinstance(report, Raised):
+            self.last_error = report.traceback
+            self._on_change()
+        elif isinstance(report, CallTimedOut):
+            if self.state is S.RUNNING and self.pid == report.pid:
+                self._kill_reason = f"killed: {report.reason}"
+                self.sandbox.kill()  # tick() sees the death and restarts it
 
     def _died(self, now: float) -> None:
         uptime = now - (self.ready_at or now)
-        if self.ready_at is not None and uptime >= self._settings["supervisor.stable_after_s"]:
+        if self.ready_at is not None and uptime >= self._policy.stable_after_s:
             self._quick_deaths = 0
         self._quick_deaths += 1
         self.restarts += 1
-        delay = min(self._settings["supervisor.backoff_initial_s"] * 2 ** (self._quick_deaths - 1),
-                    self._settings["supervisor.backoff_max_s"])
-        self._next_start = now + delay
-        self.process = None
-        crashloop = self._quick_deaths >= self._settings["supervisor.crashloop_restarts"]
-        self._set_state("crashloop" if crashloop else "restarting")
+        self._next_start = now + self._policy.delay(self._quick_deaths)
+        self._discard_sandbox()
+        crashloop = self._quick_deaths >= self._policy.crashloop_restarts
+        self._enter(ModuleState.CRASHLOOP if crashloop else ModuleState.RESTARTING)
 
-    def kill_for_timeout(self, reason: str) -> None:
-        """A call exceeded its deadline: kill the sandbox; :meth:`tick` restarts it."""
-        with self._lock:
-            if self.state == "running":
-                self._kill_reason = f"killed: {reason}"
-                self._kill(graceful=False)
+    def _discard_sandbox(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.cleanup()
+            self.sandbox = None
 
-    def _kill(self, graceful: bool = True, timeout_s: float = 3.0) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
+    # -- stopping, possibly many at once ---------------------------------------
+    def begin_stop(self) -> None:
+        """First half of a stop: SIGTERM a running sandbox; SIGKILL one that never got ready."""
+        if self.sandbox is None:
             return
-        if graceful:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-                return
-            except subprocess.TimeoutExpired:
-                pass
-        process.kill()
-        process.wait()
+        if self.state is S.RUNNING:
+            self.sandbox.terminate()
+        else:
+            self.sandbox.kill()
 
-    def stop(self) -> None:
-        """Stop the sandbox (SIGTERM, then SIGKILL) and mark the module stopped."""
-        with self._lock:
-            self._kill()
-            self.process = None
-            if self._cgroup is not None:
-                self._cgroup.remove()  # with whatever it left behind
-                self._cgroup = None
-            if self._isolation is not None:
-                self._isolation.release(self.name)
-            self._set_state("stopped")  # any -> stopped
+    def finish_stop(self, deadline: float) -> None:
+        """Second half: wait for the exit until ``deadline``, then SIGKILL; -> stopped."""
+        if self.sandbox is not None:
+            while self.sandbox.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            self.sandbox.kill()
+            self._discard_sandbox()
+        self._launcher.release(self.name)
+        self._enter(ModuleState.STOPPED)
+
+    def stop(self, grace_s: float = 3.0) -> None:
+        """Stop the sandbox (SIGTERM, then SIGKILL after ``grace_s``) and mark the module stopped."""
+        stop_all([self], grace_s)
+
+
+def stop_all(supervisors, grace_s: float = 3.0) -> None:
+    """Stop many sandboxes at once: all are signalled, then all are waited for together.
+
+    :param grace_s: how long running sandboxes get to finish before SIGKILL.
+    """
+    supervisors = list(supervisors)
+    for supervisor in supervisors:
+        supervisor.begin_stop()
+    deadline = time.time() + grace_s
+    for supervisor in supervisors:
+        supervisor.finish_stop(deadline)

@@ -19,11 +19,22 @@ from sandbox.transport import Contexts
 
 from .calls import SandboxClient
 from .config import Config
-from .host import module_fs_key
+from .keys import module_fs_key
 from .ingest import IngestClient
 from .modtable import ModuleTableReader
 
-__all__ = ["WebContext", "RealtimeTimeout"]
+__all__ = ["WebContext", "RealtimeTimeout", "write_runtime_file"]
+
+
+def write_runtime_file(path, config: Config, paths, control_key: bytes, fs_master_key: bytes,
+                       store_url: str) -> None:
+    """Write what web workers need to reach the host (mode 0600; read by :class:`WebContext`)."""
+    runtime = {"config": config.as_dict(), "table_file": str(paths.table_file),
+               "ingest_endpoint": paths.ingest_endpoint, "control_endpoint": paths.control_endpoint,
+               "control_key": control_key.hex(), "fs_master_key": fs_master_key.hex(), "store_url": store_url}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(runtime, handle)
 
 
 class RealtimeTimeout(ModuleTimeout):
@@ -97,14 +108,12 @@ class WebContext:
             whether realtime handlers ran before this answer.
         :raises RealtimeTimeout: realtime handlers did not finish in ``limits.realtime_timeout_s``.
         """
-        result = self._ensure().ingest.append(events, source)
+        realtime_timeout_s = self.config["limits.realtime_timeout_s"]
+        result = self._ensure().ingest.append(events, source, timeout_s=30.0 + realtime_timeout_s,
+                                              realtime=True)
         answer = {"accepted": result["accepted"], "duplicates": result["duplicates"], "ids": result["ids"]}
-        if result.get("realtime"):
-            try:
-                self._control_request("realtime_wait", self.config["limits.realtime_timeout_s"],
-                                      handlers=result["realtime"], seq=result["last_seq"])
-            except InsightsError as err:
-                raise RealtimeTimeout(str(err), answer) from err
+        if result.get("realtime_timeout"):
+            raise RealtimeTimeout(result["realtime_timeout"], answer)
         return {**answer, "realtime": bool(result.get("realtime"))}
 
     def _control_send(self, message: dict) -> None:

@@ -111,7 +111,7 @@ class ModuleHarness:
         from hostd.eventbody import events_from_json
         events = events_from_json(events)
         result = self._ingest.append(events, "http")
-        head = self.host.eventlog.head()
+        head = self.host.storage.eventlog.head()
         if not self.host.wait_delivered(self.name, head, timeout_s):
             raise TimeoutError(f"handlers of {self.name!r} did not process the events in {timeout_s} s")
         return {"accepted": result["accepted"], "duplicates": result["duplicates"], "ids": result["ids"]}
@@ -123,7 +123,7 @@ class ModuleHarness:
     @property
     def db(self):
         """The module's own database (pymongo)."""
-        return self.host.client[f"mod_{self.name}"]
+        return self.host.storage.client[f"mod_{self.name}"]
 
     @property
     def fs_root(self) -> Path:

@@ -328,7 +328,7 @@ def test_views_and_queries(hostd):
 
 def _sign(hostd, module: str, name: str, expires: int) -> str:
     """Sign like the module would, with the key hostd derives from the data dir."""
-    from hostd.host import module_fs_key
+    from hostd.keys import module_fs_key
     from sandbox.filestore import sign_path
     master = bytes.fromhex((hostd.data_dir / "fs.key").read_text().strip())
     return sign_path(module_fs_key(master, module), module, name, expires)

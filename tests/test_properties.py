@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from hostd.delivery import compile_filter
+from hostd.handlers import compile_filter
 from sandbox.errors import ModuleLoadError
 from sandbox.events import Event
 from sandbox.properties import (ENTRY_POINT_GROUP, build_registry, event_property, event_source,

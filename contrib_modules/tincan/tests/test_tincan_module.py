@@ -22,7 +22,7 @@ def harness():
 
 
 def test_hostd_loads_the_data_layer(harness):
-    properties = {p["name"] for p in harness.host.properties.describe() if p["namespace"] == "tincan"}
+    properties = {p["name"] for p in harness.host.modules.snapshot().properties if p["namespace"] == "tincan"}
     assert {"statement", "statements", "actor", "verb", "object", "result", "context", "timestamp"} <= properties
 
 
