@@ -71,19 +71,27 @@ class ForkServer:
             os.unlink(self._path)
         self.process = subprocess.Popen([sys.executable, "-m", "sandbox.forkserver", self._path],
                                         env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.time() + 60
-        while not os.path.exists(self._path):
-            if self.process.poll() is not None or time.time() > deadline:
-                raise RuntimeError("the fork server did not start")
-            time.sleep(0.01)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.connect(self._path)
+        self._sock = self._connect(time.time() + 60)
         self._lock = threading.Lock()       # one spawn at a time
         self._news = threading.Condition()
         self._statuses: dict = {}
         self._replies: list = []
         self._reader = threading.Thread(target=self._read, name="insights-forkserver", daemon=True)
         self._reader.start()
+
+    def _connect(self, deadline: float) -> socket.socket:
+        """Connect once the server listens (its socket file appears at bind, before listen)."""
+        while True:
+            if self.process.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the fork server did not start")
+            if os.path.exists(self._path):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.connect(self._path)
+                    return sock
+                except ConnectionRefusedError:
+                    sock.close()
+            time.sleep(0.01)
 
     def _read(self) -> None:
         buffer = b""
