@@ -159,7 +159,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     for origin, table in sources:
         for key, value in table.items():
             if key.startswith("auth.") or key == "auth" or key.startswith("peers"):
-                continue  # later phases (SPEC §7, §10); accepted so configs can carry them
+                continue  # later phases (auth, several nodes); accepted so configs can carry them
             if key not in _BY_KEY:
                 raise ConfigError(f"{origin}: unknown setting {key!r}")
             values[key] = _coerce(_BY_KEY[key], value, origin)

@@ -173,14 +173,16 @@ class Delivery(threading.Thread):
 
     def _state(self, route) -> HandlerState:
         state = self._states.get(route.key)
-        if state is None or state.route is not route:
-            position = state.position if state is not None else None
-            state = HandlerState(route)
-            state.position = self._cursors.get(route.module, route.name) if position is None else position
-            if state.position is None:  # a handler seen for the first time
-                state.position = 0 if state.options.get("backfill", True) else self._log.head()
-                self._cursors.set(route.module, route.name, state.position)
-            self._states[route.key] = state
+        if state is not None and state.options == route.options:
+            if state.route is not route:  # the module restarted, or properties changed: same handler
+                state.route, state.matches = route, route.matches
+            return state  # failures and backoff carry over a restart of the sandbox
+        state = HandlerState(route)
+        state.position = self._cursors.get(route.module, route.name)
+        if state.position is None:  # a handler seen for the first time
+            state.position = 0 if state.options.get("backfill", True) else self._log.head()
+            self._cursors.set(route.module, route.name, state.position)
+        self._states[route.key] = state
         return state
 
     def _page(self, position: int, size: int) -> list[dict]:

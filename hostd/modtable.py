@@ -17,7 +17,7 @@ from sandbox.errors import EndpointNotFound, ModuleNotRunning
 
 __all__ = ["STATES", "write_table", "ModuleTableReader", "Snapshot"]
 
-#: Every state a module can be in (SPEC §6).
+#: Every state a module can be in, as ``/modules`` shows it.
 STATES = ("starting", "running", "restarting", "crashloop", "failed", "stopped")
 
 

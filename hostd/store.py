@@ -1,8 +1,9 @@
 """Storage bootstrap: the data-dir lock, the embedded nx-27017 store, client connections.
 
 The embedded store is `nx-27017 <https://pypi.org/project/nx-27017/>`_ (pinned 0.8.1), a
-MongoDB wire-protocol server over SQLite, run as a child process of hostd. See
-``EMBEDDED_STORE.md`` for the subset of MongoDB the project may rely on with it.
+MongoDB wire-protocol server over SQLite, run as a child process of hostd. hostd's own
+storage code keeps to the subset of MongoDB that behaves the same there and on a real
+replica set; ``tests/test_store_conformance.py`` checks that subset.
 
 Layout under the data dir::
 

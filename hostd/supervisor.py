@@ -196,7 +196,6 @@ class ModuleSupervisor:
         """Launch the sandbox: stopped/restarting/crashloop -> starting."""
         if self.sandbox is not None and self.sandbox.poll() is None:
             return
-        self.endpoints, self.manifest, self.cpu = [], {}, None
         try:
             self.sandbox = self._launcher.launch(self.name, self.path, self.limits, self.key, self._fs_key)
         except Exception as err:  # e.g. the store relay or the upcall socket could not be set up
