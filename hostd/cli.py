@@ -47,10 +47,11 @@ def serve(config_path, modules, data_dir, bind, port, workers, mongo_url):
 
 
 def _register_commands() -> None:
-    """Attach the commands that live in their own modules (they talk HTTP to a running daemon)."""
+    """Attach the commands that live in their own modules."""
     from .admin import dlq, status
     from .replay import replay
-    for command in (replay, status, dlq):
+    from .scaffold import new, test
+    for command in (replay, status, dlq, new, test):
         cli.add_command(command)
 
 
