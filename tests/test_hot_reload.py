@@ -1,4 +1,5 @@
 """Hot reload against a real ``hostd serve``: module folders added, changed, broken, fixed, removed."""
+import os
 import signal
 import socket
 import subprocess
@@ -116,11 +117,22 @@ def test_a_symlinked_module_folder_is_followed(daemon, tmp_path):
     (modules / "linked").symlink_to(target, target_is_directory=True)
     # the sandbox reads a file of the target folder (under isolation too: what is bound in)
     assert _eventually(lambda: _answer(url, "linked_q") == "from the target")
-    assert _modules(url)["linked"]["path"] == str(target)
+    linked = _modules(url)["linked"]
+    assert linked["path"] == str(target)
+    if os.geteuid() == 0:  # isolated: the target was bound into the sandbox's private filesystem view
+        assert "filesystem" in linked["confinement"], linked["confinement"]
 
     (target / "answer.txt").write_text("edited in the target")  # the watch follows the link
     (target / "__init__.py").write_text(LINKED + "\n")
     assert _eventually(lambda: _answer(url, "linked_q") == "edited in the target")
+
+    other = tmp_path / "elsewhere" / "checkout-v3"  # repointed, as `ln -sfn` does: a new link renamed over
+    other.mkdir()
+    (other / "__init__.py").write_text(LINKED)
+    (other / "answer.txt").write_text("from the new target")
+    (tmp_path / "new-link").symlink_to(other, target_is_directory=True)
+    os.replace(tmp_path / "new-link", modules / "linked")
+    assert _eventually(lambda: _answer(url, "linked_q") == "from the new target")
 
     (modules / "linked").unlink()
     assert _eventually(lambda: "linked" not in _modules(url))
