@@ -1,8 +1,9 @@
 """``hostd new NAME``: a new module with a test; ``hostd test PATH``: run a module's tests.
 
 The new module has one of each: an event handler counting each user's events,
-a query answering a user's count, and a view rendering it with a template, plus
-a ``module.toml`` and ``tests/test_NAME.py`` running it in the harness. Its
+a query answering a user's count, and a view rendering it with a template (and
+a stylesheet from ``static/``), plus a ``module.toml`` and ``tests/test_NAME.py``
+running it in the harness. Its
 endpoint names start with the module's name, so they do not collide with other
 modules' endpoints. Its tests pass as created.
 """
@@ -70,11 +71,16 @@ version = "0.1.0"
 ''',
     "templates/page.html": '''\
 <html>
+<head><link rel="stylesheet" href="/static/$name/style.css"></head>
 <body>
   {# values are escaped: a user name cannot inject markup #}
   <p><b>{{ user }}</b> sent {{ count }} event{{ "" if count == 1 else "s" }}.</p>
 </body>
 </html>
+''',
+    "static/style.css": '''\
+/* served at /static/$name/style.css */
+body { font-family: sans-serif; margin: 2em; }
 ''',
     "tests/test_$name.py": '''\
 """The $name module in a real sandbox, with a real store (run: hostd test <its folder>)."""

@@ -22,7 +22,8 @@ def test_a_fresh_module_passes_hostd_test_and_a_broken_one_fails(tmp_path):
     created = _hostd("new", "grade_probe", "--dir", "mods", cwd=tmp_path)
     assert created.returncode == 0, created.stderr
     module = tmp_path / "mods" / "grade_probe"
-    for part in ("__init__.py", "module.toml", "templates/page.html", "tests/test_grade_probe.py"):
+    for part in ("__init__.py", "module.toml", "templates/page.html", "static/style.css",
+                 "tests/test_grade_probe.py"):
         assert (module / part).is_file(), part
 
     passed = _hostd("test", str(module), cwd=tmp_path)
@@ -31,7 +32,7 @@ def test_a_fresh_module_passes_hostd_test_and_a_broken_one_fails(tmp_path):
     assert not list(module.rglob("__pycache__")), "hostd test wrote into the module folder"
 
     code = module / "__init__.py"  # the count off by one: its test must catch it
-    code.write_text(code.read_text().replace('return doc["count"] if doc else 0', 'return doc["count"] + 1 if doc else 0'))
+    code.write_text(code.read_text().replace('doc["count"] if doc', 'doc["count"] + 1 if doc'))
     failed = _hostd("test", "mods/grade_probe", "-k", "counts", cwd=tmp_path)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "1 failed" in failed.stdout, failed.stdout
