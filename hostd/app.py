@@ -9,7 +9,7 @@ from .dashboard import DashboardResource, EventPropertiesResource, SchemaResourc
 from .errors import handle_insights_error, handle_unexpected
 from .xapi import AboutResource, StatementsResource
 from .resources import (DeadLettersResource, DeadLettersRetryResource, EventResource, FileResource,
-                        HealthResource, ModulesResource, QueryResource, ViewResource)
+                        HealthResource, ModulesResource, QueryResource, StaticResource, ViewResource)
 
 __all__ = ["create_app"]
 
@@ -34,6 +34,7 @@ def create_app(web) -> falcon.App:
     app.add_route("/healthz", HealthResource(web))
     app.add_route("/event", EventResource(web))
     app.add_route("/fs/{module}/{path:path}", FileResource(web))
+    app.add_route("/static/{module}/{path:path}", StaticResource(web))
     app.add_route("/xapi/statements", StatementsResource(web))
     app.add_route("/xapi/about", AboutResource())
     app.add_error_handler(Exception, handle_unexpected)

@@ -28,7 +28,7 @@ def cli():
 @click.option("--mongo-url", help="Use this MongoDB instead of the embedded store.")
 def serve(config_path, modules, data_dir, bind, port, workers, mongo_url):
     """Start the store, the module sandboxes and the HTTP server."""
-    from .daemon import Daemon
+    from .daemon import Daemon, PortUnavailable
     from .store import DataDirLocked, StoreStartError
     overrides = {"modules.paths": list(modules) or None, "storage.data_dir": data_dir,
                  "server.bind": bind, "server.port": port, "server.workers": workers,
@@ -41,16 +41,17 @@ def serve(config_path, modules, data_dir, bind, port, workers, mongo_url):
                         format="%(asctime)s hostd[%(process)d] %(levelname)s %(name)s: %(message)s")
     try:
         status = Daemon(config).run()
-    except (DataDirLocked, StoreStartError) as err:
+    except (DataDirLocked, StoreStartError, PortUnavailable) as err:
         raise click.ClickException(str(err)) from err
     sys.exit(status)
 
 
 def _register_commands() -> None:
-    """Attach the commands that live in their own modules (they talk HTTP to a running daemon)."""
+    """Attach the commands that live in their own modules."""
     from .admin import dlq, status
     from .replay import replay
-    for command in (replay, status, dlq):
+    from .scaffold import new, test
+    for command in (replay, status, dlq, new, test):
         cli.add_command(command)
 
 

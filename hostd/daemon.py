@@ -4,9 +4,15 @@ hostd's own process is the top of the tree: it runs the :class:`~hostd.host.Host
 (store, sandboxes, broker, ingest, delivery) and starts gunicorn as one more
 supervised child; it never lives inside gunicorn's master or workers. Signal
 handlers only record the signal; the main loop acts on it.
+
+hostd binds the HTTP port itself, before anything else starts, and hands the
+listening socket to gunicorn (``--bind fd://N``): a port that is taken is a
+clear error at once, nobody can take the port while gunicorn restarts, and the
+health check that precedes the dashboard URL can only reach our own server.
 """
 from __future__ import annotations
 
+import errno
 import http.client
 import logging
 import math
@@ -21,16 +27,38 @@ from pathlib import Path
 from .config import Config
 from .host import Host
 
-__all__ = ["Daemon", "free_port"]
+__all__ = ["Daemon", "PortUnavailable", "listen"]
 
 log = logging.getLogger("insights.daemon")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """:returns: a TCP port free on ``host`` right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+class PortUnavailable(Exception):
+    """The HTTP server's address cannot be bound (the message says why and what to do)."""
+
+
+def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """Bind and listen on ``host``:``port`` (port 0: a free one).
+
+    :returns: the listening socket.
+    :raises PortUnavailable: the port is in use, or the address is not one of this machine.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as err:
+        raise PortUnavailable(f"cannot listen on {host!r}: {err.strerror}; check --bind") from err
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn: TIME_WAIT is no obstacle
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise PortUnavailable(f"port {port} on {host} is already in use by another program: stop it, or"
+                                  f" start hostd on another port with --port (--port 0 picks a free one)") from err
+        raise PortUnavailable(f"cannot listen on {host} port {port}: {err.strerror}; check --bind and --port") from err
+    return sock
 
 
 def _pdeathsig():
@@ -50,7 +78,8 @@ class Daemon:
         self._out = out
         self._signal = None
         self._web: subprocess.Popen | None = None
-        self.port = config["server.port"] or free_port(config["server.bind"])
+        self._listener: socket.socket | None = None
+        self.port = config["server.port"]  # the actual one once bound (when 0 was asked for)
 
     def _on_signal(self, signum, frame):
         self._signal = signum
@@ -61,42 +90,60 @@ class Daemon:
                    PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         timeout = int(max(host.config["limits.call_timeout_s"], host.config["limits.realtime_timeout_s"]) + 30)
         command = [sys.executable, "-m", "gunicorn", "--config", "python:hostd.gunicorn_conf",
-                   "--bind", f"{self.config['server.bind']}:{self.port}",
+                   "--bind", f"fd://{self._listener.fileno()}",
                    "--workers", str(self.config["server.workers"]), "--worker-class", "sync",
                    "--graceful-timeout", str(math.ceil(self.config["server.graceful_timeout_s"])),
                    "--timeout", str(timeout), "--log-level", "warning", "--error-logfile", "-",
                    "hostd.wsgi:application"]
         # stopped -> starting (web)
-        self._web = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, preexec_fn=_pdeathsig)
+        self._web = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     pass_fds=[self._listener.fileno()], preexec_fn=_pdeathsig)
 
-    def _web_ready(self, timeout_s: float = 30.0) -> bool:
-        deadline = time.time() + timeout_s
-        while time.time() < deadline and self._signal is None:
-            if self._web.poll() is not None:
-                return False
+    def _web_ready(self, patience_s: float = 30.0) -> bool:
+        """Wait until the web server answers ``/healthz``.
+
+        :returns: True once it does; False if it exited first or a signal came.
+        """
+        warn_at = time.time() + patience_s
+        while self._signal is None and self._web.poll() is None:
+            conn = http.client.HTTPConnection(self.config["server.bind"], self.port, timeout=2)
             try:
-                conn = http.client.HTTPConnection(self.config["server.bind"], self.port, timeout=2)
                 conn.request("GET", "/healthz")
                 if conn.getresponse().status == 200:
                     return True
             except OSError:
                 pass
+            finally:
+                conn.close()
+            if warn_at and time.time() > warn_at:
+                log.warning("the web server has not answered for %g s; still waiting", patience_s)
+                warn_at = None
             time.sleep(0.05)
         return False
 
     def run(self) -> int:
-        """Serve until a signal; :returns: the exit status (0 after SIGTERM/SIGINT)."""
+        """Serve until a signal.
+
+        :returns: the exit status: 0 after SIGTERM/SIGINT, 1 when the web server never started.
+        :raises PortUnavailable: the HTTP port cannot be bound (nothing was started).
+        """
+        self._listener = listen(self.config["server.bind"], self.port)
+        self.port = self._listener.getsockname()[1]
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         host = Host(self.config)
         try:
             host.start()
             self._start_web(host)
-            if self._web_ready():
-                host.wait_ready(self.config["limits.start_timeout_s"])
-                url = f"http://{self.config['server.bind']}:{self.port}/"
-                print(f"Insights dashboard: {url}", file=self._out, flush=True)
+            if not self._web_ready():
+                if self._signal is not None:
+                    return 0
+                log.error("the web server exited with status %s before it answered; stopping",
+                          self._web.returncode)
+                return 1
+            host.wait_ready(self.config["limits.start_timeout_s"])
+            url = f"http://{self.config['server.bind']}:{self.port}/"
+            print(f"Insights dashboard: {url}", file=self._out, flush=True)
             restarts = 0
             while self._signal is None:
                 time.sleep(0.1)
@@ -109,6 +156,7 @@ class Daemon:
             return 0
         finally:
             self._stop_web()
+            self._listener.close()
             host.stop()
 
     def _stop_web(self) -> None:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import falcon
 
+from sandbox.errors import EndpointNotFound
 from sandbox.filestore import verify_path
 
 from .errors import BadEventBatch, Forbidden, PayloadTooLarge
 from .eventbody import events_from_body, events_from_form
 
 __all__ = ["ViewResource", "QueryResource", "EventResource", "ModulesResource", "HealthResource",
-           "FileResource", "DeadLettersResource", "DeadLettersRetryResource", "read_body"]
+           "FileResource", "StaticResource", "DeadLettersResource", "DeadLettersRetryResource", "read_body"]
 
 
 def read_body(req, max_mb: float) -> bytes:
@@ -149,6 +150,36 @@ class FileResource:
         target = (root / path).resolve()
         if root not in target.parents or not target.is_file():
             raise falcon.HTTPNotFound(title="no such file")
-        resp.content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        resp.stream = open(target, "rb")
-        resp.content_length = os.path.getsize(target)
+        send_file(resp, target)
+
+
+def send_file(resp, path: Path) -> None:
+    """Answer with the file at ``path``, its content type guessed from its name."""
+    resp.content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    resp.stream = open(path, "rb")
+    resp.content_length = os.path.getsize(path)
+
+
+class StaticResource:
+    """``GET /static/{module}/{path}``: a file of the module's ``static/`` folder.
+
+    A path with ``..``, an absolute path, or one that resolves outside the folder
+    (a symlink leading out) is refused with 403.
+    """
+
+    def __init__(self, web):
+        self._web = web
+
+    def on_get(self, req, resp, module, path):
+        record = self._web.table.snapshot().modules.get(module)
+        if record is None:
+            raise EndpointNotFound(f"no module named {module!r}")
+        if path.startswith("/") or ".." in path.split("/") or "\0" in path:
+            raise falcon.HTTPForbidden(title="path not allowed", description="static paths stay inside static/")
+        root = Path(record["path"], "static").resolve()
+        target = (root / path).resolve()
+        if root not in target.parents:
+            raise falcon.HTTPForbidden(title="path not allowed", description="it leads out of static/")
+        if not target.is_file():
+            raise falcon.HTTPNotFound(title="no such file")
+        send_file(resp, target)

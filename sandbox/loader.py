@@ -131,15 +131,18 @@ def _import(name: str, folder: Path):
     return module
 
 
-def load_module(folder: str | Path) -> LoadedModule:
+def load_module(folder: str | Path, name: str | None = None) -> LoadedModule:
     """Import the module in ``folder`` and describe its endpoints.
 
+    :param folder: the module's folder (a symlink to it is followed).
+    :param name: the module's name; default: the name of ``folder`` as given, so a
+        symlink ``modules/stats -> ~/src/stats-v2`` is the module ``stats``.
     :raises ModuleLoadError: bad name, unsupported signature, or two endpoints of
         one kind claiming the same name (both are named).
     :raises Exception: whatever the module's own code raised while importing.
     """
+    name = check_module_name(name or Path(folder).absolute().name)
     folder = Path(folder).resolve()
-    name = check_module_name(folder.name)
     manifest = read_manifest(folder)
     module = _import(name, folder)
     endpoints, owners, seen = {}, {}, set()

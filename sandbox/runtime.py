@@ -24,7 +24,7 @@ import traceback
 
 import zmq
 
-from . import confine, protocol
+from . import confine, protocol, rendering
 from .cache import Cache
 from .errors import BadParameter, EndpointNotFound, ModuleTimeout
 from .events import Event
@@ -234,7 +234,8 @@ class _Server:
         """Load the module; report ``ready`` or ``load_failed``."""
         try:
             self.properties = build_registry(self.spec.get("properties_files") or {})
-            loaded = load_module(self.spec["module_dir"])
+            rendering.use(rendering.Templates(self.spec["module_dir"]))
+            loaded = load_module(self.spec["module_dir"], self.spec["module"])
         except BaseException as err:  # noqa: B036 - SystemExit at import is a load failure too
             text = "".join(traceback.format_exception(err))
             log.error("module %s failed to load\n%s", self.spec["module"], text)

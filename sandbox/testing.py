@@ -35,8 +35,8 @@ class ModuleHarness:
     """
 
     def __init__(self, path, data_dir=None, mongo_url=None, settings=None, properties=()):
+        self.name = check_module_name(Path(path).absolute().name)  # a symlink's own name
         self.path = Path(path).resolve()
-        self.name = check_module_name(self.path.name)
         self._own_dir = data_dir is None
         self._data_dir = data_dir
         self._mongo_url = mongo_url

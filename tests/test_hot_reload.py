@@ -1,4 +1,5 @@
 """Hot reload against a real ``hostd serve``: module folders added, changed, broken, fixed, removed."""
+import os
 import signal
 import socket
 import subprocess
@@ -93,3 +94,45 @@ def test_added_changed_broken_fixed_and_removed_folders(daemon):
     # the untouched module kept its process all along
     assert _modules(url)["steady"]["pid"] == steady_pid
     assert _answer(url, "steady_q") == 7
+
+
+LINKED = """from pathlib import Path
+
+from sandbox import query
+
+
+@query()
+def linked_q():
+    return Path(__file__).with_name("answer.txt").read_text()
+"""
+
+
+def test_a_symlinked_module_folder_is_followed(daemon, tmp_path):
+    url, modules = daemon
+    target = tmp_path / "elsewhere" / "checkout-v2"  # not a module name: the link names the module
+    target.mkdir(parents=True)
+    (target / "__init__.py").write_text(LINKED)
+    (target / "answer.txt").write_text("from the target")
+
+    (modules / "linked").symlink_to(target, target_is_directory=True)
+    # the sandbox reads a file of the target folder (under isolation too: what is bound in)
+    assert _eventually(lambda: _answer(url, "linked_q") == "from the target")
+    linked = _modules(url)["linked"]
+    assert linked["path"] == str(target)
+    if os.geteuid() == 0:  # isolated: the target was bound into the sandbox's private filesystem view
+        assert "filesystem" in linked["confinement"], linked["confinement"]
+
+    (target / "answer.txt").write_text("edited in the target")  # the watch follows the link
+    (target / "__init__.py").write_text(LINKED + "\n")
+    assert _eventually(lambda: _answer(url, "linked_q") == "edited in the target")
+
+    other = tmp_path / "elsewhere" / "checkout-v3"  # repointed, as `ln -sfn` does: a new link renamed over
+    other.mkdir()
+    (other / "__init__.py").write_text(LINKED)
+    (other / "answer.txt").write_text("from the new target")
+    (tmp_path / "new-link").symlink_to(other, target_is_directory=True)
+    os.replace(tmp_path / "new-link", modules / "linked")
+    assert _eventually(lambda: _answer(url, "linked_q") == "from the new target")
+
+    (modules / "linked").unlink()
+    assert _eventually(lambda: "linked" not in _modules(url))
