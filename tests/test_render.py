@@ -1,6 +1,8 @@
 """``sandbox.render``: a module's Jinja2 templates, autoescaped, rendered in its real sandbox."""
 import pytest
 
+from running_hostd import wait_until
+
 from sandbox import render
 from sandbox.errors import ModuleRaised
 from sandbox.testing import ModuleHarness
@@ -44,7 +46,9 @@ def test_render_escapes_context_values_inside_the_sandbox(harness):
 def test_a_missing_template_is_the_module_s_error(harness):
     with pytest.raises(ModuleRaised):
         harness.view("missing")
-    assert "nowhere.html" in harness.status()["last_error"]
+    # the sandbox's error report reaches /modules through the supervisor's queue, soon after
+    wait_until(lambda: "nowhere.html" in (harness.status()["last_error"] or ""), 10,
+               what="the template error in /modules")
 
 
 def test_render_outside_a_sandbox_says_where_it_works():
