@@ -22,6 +22,7 @@ setup(
         "numpy>=1.26,<3",
         "nx-27017==0.8.1",
         "click>=8.1,<9",
+        "croniter>=2.0,<8",
         "Jinja2>=3.1,<4",
         "matplotlib>=3.8,<4",
         "psutil>=5.9,<8",

@@ -1,4 +1,4 @@
-"""Admin commands that talk HTTP to a running daemon: ``hostd status``, ``hostd dlq``."""
+"""Admin commands that talk HTTP to a running daemon: ``hostd status``, ``hostd dlq``, ``hostd cron``."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import click
 import requests
 
-__all__ = ["status", "dlq", "daemon_options", "daemon_request"]
+__all__ = ["status", "dlq", "cron", "daemon_options", "daemon_request"]
 
 
 def daemon_options(command):
@@ -79,3 +79,18 @@ def dlq_retry(url, token, module):
     """Send MODULE's dead letters back through their handlers."""
     answer = daemon_request("POST", url, f"/modules/{module}/dead_letters/retry", token)
     click.echo(f"retrying {answer['retrying']} dead letter(s); see `hostd dlq list {module}`")
+
+
+@click.group()
+def cron():
+    """Modules' periodic tasks."""
+
+
+@cron.command("run")
+@daemon_options
+@click.argument("module")
+@click.argument("task")
+def cron_run(url, token, module, task):
+    """Run MODULE's cron TASK now and wait for it to finish."""
+    answer = daemon_request("POST", url, f"/modules/{module}/cron/{task}/run", token)
+    click.echo(f"{module}.{task} ran in {answer['seconds']} s; it returned {json.dumps(answer['result'])[:500]}")

@@ -7,6 +7,8 @@ and reports of calls that overran their deadline.
 """
 from __future__ import annotations
 
+import time
+
 from sandbox.errors import EndpointNotFound
 
 from .broker import ControlVerb
@@ -22,13 +24,15 @@ class ControlService:
     :param deliveries: the host's :class:`~hostd.delivery.Delivery` threads.
     :param eventlog: the :class:`~hostd.eventlog.EventLog`.
     :param dead_letters: the :class:`~hostd.deadletters.DeadLetters`.
+    :param scheduler: the :class:`~hostd.scheduler.CronScheduler`.
     """
 
-    def __init__(self, modules, deliveries, eventlog, dead_letters):
+    def __init__(self, modules, deliveries, eventlog, dead_letters, scheduler):
         self._modules = modules
         self._deliveries = tuple(deliveries)
         self._log = eventlog
         self._dead_letters = dead_letters
+        self._scheduler = scheduler
 
     def verbs(self) -> dict:
         """:returns: ``{verb: ControlVerb}`` for the broker."""
@@ -39,6 +43,7 @@ class ControlService:
             "dead_letters": ControlVerb(
                 lambda message: self._dead_letters.list(self._known(message.get("module"))), blocking=True),
             "dead_letters_retry": ControlVerb(self._retry, blocking=True),
+            "cron_run": ControlVerb(self._cron_run, blocking=True),
         }
 
     def module_status(self) -> dict:
@@ -54,7 +59,7 @@ class ControlService:
             out[name].update(lag=sum(h["lag"] for h in handlers.values()),
                              handled=sum(h["handled"] for h in handlers.values()),
                              dead_letters=self._dead_letters.count(name), handlers=handlers,
-                             crons={}, path=record["path"])
+                             crons=self._scheduler.stats(name), path=record["path"])
         return out
 
     def _known(self, module) -> str:
@@ -69,6 +74,11 @@ class ControlService:
 
     def _stored_events(self, message) -> dict:
         return self._log.events_by_id([str(i) for i in (message.get("ids") or [])][:1000])
+
+    def _cron_run(self, message) -> dict:
+        started = time.time()
+        result = self._scheduler.run_now(self._known(message.get("module")), str(message.get("task")))
+        return {"result": result, "seconds": round(time.time() - started, 3)}
 
     def _retry(self, message) -> dict:
         count = self._dead_letters.request_retry(self._known(message.get("module")))

@@ -34,9 +34,10 @@ from .modules import ModuleSet
 from .paths import HostPaths
 from .placement import CpuPlacement
 from .reloader import Reloader
+from .scheduler import CronLeases, CronScheduler
 from .storage import HostStorage
 from .store import DataDirLock
-from .supervisor import ModuleSupervisor, RestartPolicy
+from .supervisor import CallTimedOut, ModuleSupervisor, RestartPolicy
 from .web import write_runtime_file
 
 __all__ = ["Host"]
@@ -75,6 +76,7 @@ class Host:
         self.broker: Broker | None = None
         self.delivery: Delivery | None = None
         self.realtime: Delivery | None = None
+        self.scheduler: CronScheduler | None = None
         self._control: ControlService | None = None
         self._monitor: threading.Thread | None = None
         self._reloader: Reloader | None = None
@@ -101,7 +103,7 @@ class Host:
 
     def _start_event_path(self) -> None:
         """POST -> ingest -> log -> delivery -> sandboxes; realtime progress back to ingest."""
-        self.modules = ModuleSet(self._new_supervisor, self.paths.table_file, on_publish=self.handlers.update)
+        self.modules = ModuleSet(self._new_supervisor, self.paths.table_file, on_publish=self._published)
         settings = DeliverySettings.from_config(self.config)
         storage = self.storage
         parts = (self.handlers, self.modules.record, storage.eventlog, storage.cursors, storage.dead_letters,
@@ -112,10 +114,12 @@ class Host:
                                    self.config["limits.realtime_timeout_s"])
         self.delivery = Delivery(*parts, modes=("queued", "batch"))
         self.realtime = Delivery(*parts, modes=("realtime",), on_progress=self.ingest.realtime_progress)
+        self.scheduler = CronScheduler(CronLeases(storage.state_db), self.modules.record, self._contexts,
+                                       lambda module, pid, reason: self._report(module, CallTimedOut(pid, reason)))
         self.ingest.start()
         self.ingest.wait_bound()
         self._control = ControlService(self.modules, (self.delivery, self.realtime), storage.eventlog,
-                                       storage.dead_letters)
+                                       storage.dead_letters, self.scheduler)
         self.broker = Broker(self._contexts.general, self.paths, self.control_key, self._signer_of,
                              self._report, lambda kind, name: self.modules.snapshot().resolve(kind, name),
                              self._control.verbs())
@@ -140,6 +144,7 @@ class Host:
         self.modules.apply(discovery)
         self.delivery.start()
         self.realtime.start()
+        self.scheduler.start()
         self._monitor = threading.Thread(target=self._monitor_loop, name="insights-monitor", daemon=True)
         self._monitor.start()
         if self._explicit_modules is None and self.config["modules.reload"]:
@@ -149,7 +154,7 @@ class Host:
     def stop(self) -> None:
         """Stop the threads, every sandbox at once, then the store; release the data dir. Idempotent."""
         self._stopping.set()
-        for thread in (self._reloader, self._monitor, self.delivery, self.realtime):
+        for thread in (self._reloader, self._monitor, self.scheduler, self.delivery, self.realtime):
             if thread is not None and thread.is_alive():
                 if hasattr(thread, "stop"):
                     thread.stop()
@@ -231,6 +236,12 @@ class Host:
             self.modules.tick()
             if woken or self.modules.changed.is_set():
                 self.modules.publish()
+
+    def _published(self, records: dict, properties) -> None:
+        """A new module table: the handler table and the scheduler follow it."""
+        self.handlers.update(records, properties)
+        if self.scheduler is not None:
+            self.scheduler.update(records)
 
     def _signer_of(self, module: str):
         supervisor = self.modules.get(module)

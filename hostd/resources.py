@@ -113,6 +113,16 @@ class DeadLettersRetryResource:
         resp.media = self._web.retry_dead_letters(name)
 
 
+class CronRunResource:
+    """``POST /modules/{name}/cron/{task}/run``: run a cron task now (``hostd cron run``)."""
+
+    def __init__(self, web):
+        self._web = web
+
+    def on_post(self, req, resp, name, task):
+        resp.media = self._web.run_cron(name, task)
+
+
 class ModulesResource:
     """``GET /modules``: every module's state, errors and handler detail."""
 

@@ -25,6 +25,8 @@ class HostStorage:
         self.eventlog: EventLog | None = None
         self.cursors: Cursors | None = None
         self.dead_letters: DeadLetters | None = None
+        #: hostd's state database (cursors, dead letters, cron leases)
+        self.state_db = None
 
     def open(self) -> None:
         """Start the embedded store unless a URL is configured, connect, prepare the collections."""
@@ -37,7 +39,7 @@ class HostStorage:
         # Cursors, dead letters and the seq counter live apart from the journaled log: the
         # embedded store keeps its sync setting per database, and a lost cursor update only
         # means a re-delivery.
-        state = self.client[storemod.HOST_DB_NAME + "_state"]
+        state = self.state_db = self.client[storemod.HOST_DB_NAME + "_state"]
         self.eventlog = EventLog(self.client[storemod.HOST_DB_NAME], state,
                                  journal=self._config["storage.journal"])
         self.eventlog.ensure_indexes()

@@ -151,6 +151,15 @@ class WebContext:
         """Send a module's dead letters back through their handlers. :returns: ``{"retrying": n}``."""
         return self._control_request("dead_letters_retry", 10.0, module=module)
 
+    def run_cron(self, module: str, task: str) -> dict:
+        """Run a module's cron task now and wait for it. :returns: ``{"result", "seconds"}``.
+
+        :raises InsightsError: no such task (404), a run is going (409), the run failed.
+        """
+        record = self.table.snapshot().modules.get(module) or {}
+        timeout_s = (record.get("limits") or {}).get("call_timeout_s", 30.0) + 10.0
+        return self._control_request("cron_run", timeout_s, module=module, task=task)
+
     def fs_key(self, module: str) -> bytes:
         """:returns: the key module ``module`` signs its file URLs with."""
         return module_fs_key(self._fs_master, module)

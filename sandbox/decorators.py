@@ -108,6 +108,12 @@ def cron(every=None, cron=None, params=None, name=None):
     """
     if (every is None) == (cron is None):
         raise ModuleLoadError("cron needs exactly one of every= or cron=")
+    if cron is not None:
+        from croniter import croniter
+        if not isinstance(cron, str) or not croniter.is_valid(cron):
+            raise ModuleLoadError(f"cron={cron!r} is not a cron expression (minute hour day month weekday)")
+    if every is not None and _seconds(every) <= 0:
+        raise ModuleLoadError(f"cron every={every!r} must be a positive number of seconds")
     options = {"every": _seconds(every), "cron": cron, "params": dict(params or {})}
     return lambda func: _attach(func, EndpointSpec("cron", _names(name, func), None, options))
 

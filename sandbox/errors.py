@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "InsightsError", "ModuleLoadError", "BadParameter", "EndpointNotFound",
-    "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning",
+    "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning", "AlreadyRunning",
     "error_from_reply",
 ]
 
@@ -75,8 +75,14 @@ class ModuleNotRunning(InsightsError):
     code = "not_running"
 
 
+class AlreadyRunning(InsightsError):
+    """A run of that cron task is still going (here or on another node)."""
+
+    code = "conflict"
+
+
 _BY_CODE = {cls.code: cls for cls in (ModuleLoadError, EndpointNotFound, ModuleRaised,
-                                      ModuleTimeout, ModuleCrashed, ModuleNotRunning)}
+                                      ModuleTimeout, ModuleCrashed, ModuleNotRunning, AlreadyRunning)}
 
 
 def error_from_reply(error: dict) -> InsightsError:

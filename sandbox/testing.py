@@ -116,6 +116,14 @@ class ModuleHarness:
             raise TimeoutError(f"handlers of {self.name!r} did not process the events in {timeout_s} s")
         return {"accepted": result["accepted"], "duplicates": result["duplicates"], "ids": result["ids"]}
 
+    def run_cron(self, name: str):
+        """Run the module's cron task ``name`` now, as hostd's scheduler does (with its lease).
+
+        :returns: what the task returned.
+        :raises InsightsError: the task failed, or is already running.
+        """
+        return self.host.scheduler.run_now(self.name, name)
+
     def status(self) -> dict:
         """:returns: the module's ``/modules`` entry."""
         return self.host.module_status()[self.name]

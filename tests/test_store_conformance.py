@@ -185,6 +185,18 @@ def test_find_one_and_update_sequence_counter(db):
     assert counters.find_one({"_id": "events"})["next"] == 1109
 
 
+def test_conditional_upsert_on_a_held_id_raises_11000(db):
+    """Cron leases: ``update_one(upsert)`` on ``{_id, until < now}`` takes a free or expired
+    lease, and raises 11000 on a held one (``find_one_and_update`` returns None there on the
+    embedded store instead of raising, so leases must not use it)."""
+    leases = db["leases"]
+    leases.update_one({"_id": "k", "until": {"$lt": 10}}, {"$set": {"holder": "a", "until": 70}}, upsert=True)
+    with pytest.raises(pymongo.errors.DuplicateKeyError):
+        leases.update_one({"_id": "k", "until": {"$lt": 20}}, {"$set": {"holder": "b", "until": 80}}, upsert=True)
+    leases.update_one({"_id": "k", "until": {"$lt": 100}}, {"$set": {"holder": "c", "until": 160}}, upsert=True)
+    assert leases.find_one({"_id": "k"}) == {"_id": "k", "holder": "c", "until": 160}
+
+
 def test_range_poll_on_indexed_seq(db):
     coll = db["events"]
     coll.create_index("seq", unique=True, name="seq_unique")
