@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 import requests
 
-__all__ = ["status", "dlq", "cron", "daemon_options", "daemon_request"]
+__all__ = ["status", "dlq", "cron", "rebuild", "daemon_options", "daemon_request"]
 
 
 def daemon_options(command):
@@ -94,3 +95,30 @@ def cron_run(url, token, module, task):
     """Run MODULE's cron TASK now and wait for it to finish."""
     answer = daemon_request("POST", url, f"/modules/{module}/cron/{task}/run", token)
     click.echo(f"{module}.{task} ran in {answer['seconds']} s; it returned {json.dumps(answer['result'])[:500]}")
+
+
+@click.command()
+@daemon_options
+@click.argument("module")
+@click.option("--handler", default=None, help="Only this handler (it must declare its collections).")
+def rebuild(url, token, module, handler):
+    """Drop MODULE's data and replay its handlers from the start of the log.
+
+    Its views and queries answer 503 (rebuilding) until it has caught up.
+    """
+    from tqdm import tqdm
+    params = {"handler": handler} if handler else {}
+    started = daemon_request("POST", url, f"/modules/{module}/rebuild", token, params=params)
+    click.echo(f"dropped {', '.join(started['dropped']) or 'nothing'}; replaying"
+               f" {', '.join(started['handlers']) or 'no handler'} up to event {started['target']}")
+    target = started["target"]
+    with tqdm(total=target, unit="event", disable=None) as bar:
+        while True:
+            entry = daemon_request("GET", url, "/modules", token).get(module, {})
+            positions = [entry.get("handlers", {}).get(h, {}).get("position") or 0 for h in started["handlers"]]
+            done = min(positions, default=target)
+            bar.update(max(0, min(done, target) - bar.n))
+            if done >= target and not entry.get("rebuilding"):
+                break
+            time.sleep(0.2)
+    click.echo(f"{module} rebuilt")

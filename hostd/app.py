@@ -8,7 +8,7 @@ from sandbox.errors import InsightsError
 from .dashboard import DashboardResource, EventPropertiesResource, SchemaResource, make_templates
 from .errors import handle_insights_error, handle_unexpected
 from .xapi import AboutResource, StatementsResource
-from .resources import (CronRunResource, DeadLettersResource, DeadLettersRetryResource, EventResource, FileResource,
+from .resources import (CronRunResource, DeadLettersResource, RebuildResource, DeadLettersRetryResource, EventResource, FileResource,
                         HealthResource, ModulesResource, QueryResource, StaticResource, ViewResource)
 
 __all__ = ["create_app"]
@@ -32,6 +32,7 @@ def create_app(web) -> falcon.App:
     app.add_route("/modules/{name}/dead_letters", DeadLettersResource(web))
     app.add_route("/modules/{name}/dead_letters/retry", DeadLettersRetryResource(web))
     app.add_route("/modules/{name}/cron/{task}/run", CronRunResource(web))
+    app.add_route("/modules/{name}/rebuild", RebuildResource(web))
     app.add_route("/healthz", HealthResource(web))
     app.add_route("/event", EventResource(web))
     app.add_route("/fs/{module}/{path:path}", FileResource(web))

@@ -25,14 +25,16 @@ class ControlService:
     :param eventlog: the :class:`~hostd.eventlog.EventLog`.
     :param dead_letters: the :class:`~hostd.deadletters.DeadLetters`.
     :param scheduler: the :class:`~hostd.scheduler.CronScheduler`.
+    :param rebuilds: the :class:`~hostd.rebuild.Rebuilds`.
     """
 
-    def __init__(self, modules, deliveries, eventlog, dead_letters, scheduler):
+    def __init__(self, modules, deliveries, eventlog, dead_letters, scheduler, rebuilds):
         self._modules = modules
         self._deliveries = tuple(deliveries)
         self._log = eventlog
         self._dead_letters = dead_letters
         self._scheduler = scheduler
+        self._rebuilds = rebuilds
 
     def verbs(self) -> dict:
         """:returns: ``{verb: ControlVerb}`` for the broker."""
@@ -44,6 +46,9 @@ class ControlService:
                 lambda message: self._dead_letters.list(self._known(message.get("module"))), blocking=True),
             "dead_letters_retry": ControlVerb(self._retry, blocking=True),
             "cron_run": ControlVerb(self._cron_run, blocking=True),
+            "rebuild": ControlVerb(
+                lambda message: self._rebuilds.start(str(message.get("module")), message.get("handler")),
+                blocking=True),
         }
 
     def module_status(self) -> dict:
@@ -55,7 +60,8 @@ class ControlService:
             if record is None:
                 continue
             handlers = {s.name: s.stats(head) for thread in self._deliveries for s in thread.states(name)}
-            out[name] = {key: record[key] for key in ("state", "pid", "restarts", "last_error", "confinement")}
+            out[name] = {key: record[key] for key in ("state", "pid", "restarts", "last_error", "confinement",
+                                                      "rebuilding")}
             out[name].update(lag=sum(h["lag"] for h in handlers.values()),
                              handled=sum(h["handled"] for h in handlers.values()),
                              dead_letters=self._dead_letters.count(name), handlers=handlers,

@@ -115,6 +115,7 @@ class Delivery(threading.Thread):
         self._wake = threading.Event()
         self._states: dict = {}
         self._lock = threading.Condition()
+        self._round_lock = threading.Lock()   # held for each round: pause() waits for the one in hand
         self._pages: dict = {}
         #: the highest log position this thread knows of
         self.head = 0
@@ -137,6 +138,21 @@ class Delivery(threading.Thread):
         """:returns: the handler's acknowledged position (None if not seen yet)."""
         state = self._states.get((module, handler))
         return None if state is None else state.position
+
+    def paused(self):
+        """:returns: a context manager during which this thread calls no handler (it waits for
+            the round in hand to end first)."""
+        return self._round_lock
+
+    def rewind(self, module: str, handlers) -> None:
+        """Move handlers back to the start of the log (call it while :meth:`paused`)."""
+        with self._lock:
+            for name in handlers:
+                state = self._states.get((module, name))
+                if state is not None:
+                    state.position, state.handled, state.failures, state.retry_at = 0, 0, 0, 0.0
+                    state.isolate_until = 0
+        self._wake.set()
 
     def wait_delivered(self, module: str, seq: int, timeout_s: float) -> bool:
         """Block until every running handler of ``module`` served here is past ``seq``."""
@@ -162,7 +178,8 @@ class Delivery(threading.Thread):
                 if time.time() - refreshed > 1.0:  # appends we were not told about (other nodes)
                     self.head, refreshed = max(self.head, self._log.head()), time.time()
                 try:
-                    worked = self._round(client)
+                    with self._round_lock:
+                        worked = self._round(client)
                 except Exception:  # the store or a sandbox hiccuped: retry on the next round
                     log.exception("delivery round failed")
                     worked = False

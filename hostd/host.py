@@ -33,6 +33,7 @@ from .launcher import Launcher, sandbox_environment
 from .modules import ModuleSet
 from .paths import HostPaths
 from .placement import CpuPlacement
+from .rebuild import Rebuilds
 from .reloader import Reloader
 from .scheduler import CronLeases, CronScheduler
 from .storage import HostStorage
@@ -78,6 +79,7 @@ class Host:
         self.realtime: Delivery | None = None
         self.scheduler: CronScheduler | None = None
         self._control: ControlService | None = None
+        self._rebuilds: Rebuilds | None = None
         self._monitor: threading.Thread | None = None
         self._reloader: Reloader | None = None
         self._policy = RestartPolicy.from_config(config)
@@ -118,8 +120,9 @@ class Host:
                                        lambda module, pid, reason: self._report(module, CallTimedOut(pid, reason)))
         self.ingest.start()
         self.ingest.wait_bound()
+        self._rebuilds = Rebuilds(self.modules, self.handlers, (self.delivery, self.realtime), storage)
         self._control = ControlService(self.modules, (self.delivery, self.realtime), storage.eventlog,
-                                       storage.dead_letters, self.scheduler)
+                                       storage.dead_letters, self.scheduler, self._rebuilds)
         self.broker = Broker(self._contexts.general, self.paths, self.control_key, self._signer_of,
                              self._report, lambda kind, name: self.modules.snapshot().resolve(kind, name),
                              self._control.verbs())
@@ -234,6 +237,7 @@ class Host:
             except Exception:
                 log.exception("hot reload failed")
             self.modules.tick()
+            self._rebuilds.check()
             if woken or self.modules.changed.is_set():
                 self.modules.publish()
 

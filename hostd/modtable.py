@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from sandbox.errors import EndpointNotFound, ModuleNotRunning
+from sandbox.errors import EndpointNotFound, ModuleNotRunning, Rebuilding
 
 __all__ = ["STATES", "write_table", "ModuleTableReader", "Snapshot"]
 
@@ -59,6 +59,8 @@ class Snapshot:
         record, endpoint = found
         if record.get("state") != "running":
             raise ModuleNotRunning(f"module {record['name']!r} is {record.get('state')}")
+        if record.get("rebuilding"):
+            raise Rebuilding(f"module {record['name']!r} is rebuilding its data; try again once it caught up")
         return record, endpoint
 
     def endpoints(self, kinds=("view", "query")) -> list[dict]:

@@ -123,6 +123,17 @@ class CronRunResource:
         resp.media = self._web.run_cron(name, task)
 
 
+class RebuildResource:
+    """``POST /modules/{name}/rebuild[?handler=NAME]``: drop the data and replay (``hostd rebuild``)."""
+
+    def __init__(self, web):
+        self._web = web
+
+    def on_post(self, req, resp, name):
+        resp.status = falcon.HTTP_202
+        resp.media = self._web.rebuild(name, req.get_param("handler"))
+
+
 class ModulesResource:
     """``GET /modules``: every module's state, errors and handler detail."""
 

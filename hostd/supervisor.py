@@ -33,7 +33,7 @@ from sandbox import protocol
 from .launcher import sandbox_environment
 
 __all__ = ["ModuleState", "TRANSITIONS", "ModuleSupervisor", "RestartPolicy", "Ready", "LoadFailed",
-           "Raised", "CallTimedOut", "stop_all", "sandbox_environment"]
+           "Raised", "CallTimedOut", "RebuildState", "stop_all", "sandbox_environment"]
 
 log = logging.getLogger("insights.supervisor")
 
@@ -99,6 +99,13 @@ class CallTimedOut:
 
 
 @dataclass(frozen=True)
+class RebuildState:
+    """The module's data is being rebuilt (``on``), or caught up again."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
 class RestartPolicy:
     """When a dead sandbox is started again."""
 
@@ -155,6 +162,8 @@ class ModuleSupervisor:
         self.confinement: dict = {}
         #: the one CPU the running sandbox is pinned to (None: not pinned); callers' sockets follow it
         self.cpu: int | None = None
+        #: its data is being rebuilt: its views and queries answer 503 meanwhile
+        self.rebuilding = False
         self.started_at: float | None = None
         self.ready_at: float | None = None
         self._quick_deaths = 0
@@ -174,7 +183,8 @@ class ModuleSupervisor:
                 "restarts": self.restarts, "last_error": self.last_error,
                 "started_at": self.started_at, "call_endpoint": self._launcher.call_endpoint(self.name),
                 "key": self.key.hex(), "endpoints": self.endpoints, "manifest": self.manifest,
-                "limits": self.limits, "confinement": self.confinement, "cpu": self.cpu}
+                "limits": self.limits, "confinement": self.confinement, "cpu": self.cpu,
+                "rebuilding": self.rebuilding}
 
     def signal(self, report) -> None:
         """Queue a report (:class:`Ready`, :class:`LoadFailed`, :class:`Raised`,
@@ -266,6 +276,9 @@ class ModuleSupervisor:
             self.last_error, self._load_failed = report.traceback, True
         elif isinstance(report, Raised):
             self.last_error = report.traceback
+            self._on_change()
+        elif isinstance(report, RebuildState):
+            self.rebuilding = report.on
             self._on_change()
         elif isinstance(report, CallTimedOut):
             if self.state is S.RUNNING and self.pid == report.pid:

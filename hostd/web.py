@@ -160,6 +160,14 @@ class WebContext:
         timeout_s = (record.get("limits") or {}).get("call_timeout_s", 30.0) + 10.0
         return self._control_request("cron_run", timeout_s, module=module, task=task)
 
+    def rebuild(self, module: str, handler: str | None = None) -> dict:
+        """Drop a module's data (or a handler's collections) and replay its handlers.
+
+        :returns: ``{"handlers", "target", "dropped"}``: the module is rebuilt once those
+            handlers are past log position ``target``.
+        """
+        return self._control_request("rebuild", 60.0, module=module, handler=handler)
+
     def fs_key(self, module: str) -> bytes:
         """:returns: the key module ``module`` signs its file URLs with."""
         return module_fs_key(self._fs_master, module)

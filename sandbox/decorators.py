@@ -77,7 +77,7 @@ def query(name=None, description=None):
     return lambda func: _attach(func, EndpointSpec("query", _names(name, func), description))
 
 
-def event_handler(filter=None, mode="queued", every=None, backfill=True, name=None):
+def event_handler(filter=None, mode="queued", every=None, backfill=True, name=None, collections=None):
     """Mark a function as an event handler; it receives ``events`` (a list of ``Event``).
 
     :param filter: a MongoDB-style query document over the event; only matching
@@ -87,14 +87,21 @@ def event_handler(filter=None, mode="queued", every=None, backfill=True, name=No
     :param backfill: a handler seen for the first time starts at the beginning of
         the log (``True``) or at its head (``False``).
     :param name: the handler's name (default: the function's name).
+    :param collections: the collections of the module's ``db`` this handler alone
+        writes: ``hostd rebuild MODULE --handler NAME`` drops just those before
+        replaying it (without them it refuses; a whole-module rebuild drops the database).
     """
+    if collections is not None and (isinstance(collections, str) or not all(
+            isinstance(c, str) and c for c in collections)):
+        raise ModuleLoadError("event_handler collections must be a list of collection names")
     if mode not in HANDLER_MODES:
         raise ModuleLoadError(f"event_handler mode must be one of {HANDLER_MODES}, not {mode!r}")
     if mode == "batch" and every is None:
         raise ModuleLoadError("event_handler(mode='batch') needs every=")
     if filter is not None and not isinstance(filter, dict):
         raise ModuleLoadError("event_handler filter must be a dict (a MongoDB-style query)")
-    options = {"filter": filter, "mode": mode, "every": _seconds(every), "backfill": bool(backfill)}
+    options = {"filter": filter, "mode": mode, "every": _seconds(every), "backfill": bool(backfill),
+               "collections": list(collections) if collections is not None else None}
     return lambda func: _attach(func, EndpointSpec("handler", _names(name, func), None, options))
 
 

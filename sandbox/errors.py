@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "InsightsError", "ModuleLoadError", "BadParameter", "EndpointNotFound",
-    "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning", "AlreadyRunning",
+    "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning", "AlreadyRunning", "Rebuilding",
     "error_from_reply",
 ]
 
@@ -81,8 +81,15 @@ class AlreadyRunning(InsightsError):
     code = "conflict"
 
 
+class Rebuilding(ModuleNotRunning):
+    """The module's data is being rebuilt (``hostd rebuild``): its answers would be incomplete."""
+
+    code = "rebuilding"
+
+
 _BY_CODE = {cls.code: cls for cls in (ModuleLoadError, EndpointNotFound, ModuleRaised,
-                                      ModuleTimeout, ModuleCrashed, ModuleNotRunning, AlreadyRunning)}
+                                      ModuleTimeout, ModuleCrashed, ModuleNotRunning, AlreadyRunning,
+                                      Rebuilding)}
 
 
 def error_from_reply(error: dict) -> InsightsError:
