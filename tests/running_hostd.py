@@ -138,7 +138,7 @@ def start_daemon(tmp, modules_dir: Path, running: set, failed: set) -> Daemon:
         wanted = {**{m: "running" for m in running}, **{m: "failed" for m in failed}}
         wait_until(lambda: {n: e["state"] for n, e in daemon.modules().items()} == wanted, 60,
                    what=f"modules settled as {wanted}")
-        counts = {"running": len(running), "failed": len(failed)}
+        counts = {state: n for state, n in (("running", len(running)), ("failed", len(failed))) if n}
         wait_until(lambda: daemon.get("/healthz").json()["modules"] == counts, 30, what="the web workers' table")
     except BaseException:
         stop_daemon(daemon)
