@@ -25,7 +25,7 @@ from sandbox.endpoints import (Crashed, Endpoints, Forbidden, NotFound, NotRunni
                                caller_error)
 from sandbox.errors import BadParameter, EndpointNotFound, InsightsError, ModuleRaised, ModuleTimeout
 
-__all__ = ["Insights", "NameCollision", "InsightsError", "NotFound", "EndpointNotFound", "BadParameter",
+__all__ = ["Insights", "Policy", "NameCollision", "InsightsError", "NotFound", "EndpointNotFound", "BadParameter",
            "Forbidden", "Timeout", "ModuleTimeout", "Unavailable", "Crashed", "NotRunning", "ModuleRaised"]
 
 

@@ -207,4 +207,8 @@ class Endpoints:
                        if e["class"] == self._kind and e["name"].isidentifier()})
 
     def __repr__(self):
-        return f"<{self._kind} endpoints: {', '.join(self.__dir__()) or 'none known'}>"
+        try:
+            names = ", ".join(self.__dir__()) or "none known"
+        except InsightsError as err:  # a repr must not raise because a server is away
+            names = f"unknown ({type(err).__name__})"
+        return f"<{self._kind} endpoints: {names}>"

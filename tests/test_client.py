@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import pydoc
+import rlcompleter
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -74,6 +75,15 @@ def test_dir_lists_names_of_each_kind_aliases_included(ins):
                               "roster", "slow", "typed"]
     assert dir(ins.view) == ["hello_user"]
     assert [e["name"] for e in ins.schema() if e["module"] == "roster"] == ["roster"]
+
+
+def test_completion_offers_endpoint_names(ins):
+    completer = rlcompleter.Completer({"ins": ins})
+    offered = {completer.complete("ins.query.gr", state) for state in range(3)} - {None}
+    assert offered == {"ins.query.grades("}
+    assert completer.complete("ins.view.h", 0) == "ins.view.hello_user("
+    unreachable = Insights(f"http://127.0.0.1:{free_port()}")
+    assert "unknown (Unavailable)" in repr(unreachable.query)
 
 
 def test_calls_send_typed_parameters_and_return_results(ins):
