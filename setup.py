@@ -39,6 +39,10 @@ setup(
             # second oracle of the tincan data layer; its docs table pins these exact versions
             "ralph-malph==5.1.0",
             "polyfactory==3.5.0",
+            # the OpenAPI document: checked against the running API, and as OpenAPI 3.1
+            "schemathesis>=4.3,<5",
+            "hypothesis>=6.100,<7",
+            "openapi-spec-validator>=0.7,<0.10",
         ],
     },
     entry_points={

@@ -7,6 +7,7 @@ from sandbox.errors import InsightsError
 
 from .dashboard import DashboardResource, EventPropertiesResource, SchemaResource, make_templates
 from .errors import handle_insights_error, handle_unexpected
+from .openapi import OpenAPIResource
 from .xapi import AboutResource, StatementsResource
 from .resources import (CronRunResource, DeadLettersResource, RebuildResource, DeadLettersRetryResource, EventResource, FileResource,
                         HealthResource, ModulesResource, QueryResource, StaticResource, ViewResource)
@@ -39,6 +40,7 @@ def create_app(web) -> falcon.App:
     app.add_route("/static/{module}/{path:path}", StaticResource(web))
     app.add_route("/xapi/statements", StatementsResource(web))
     app.add_route("/xapi/about", AboutResource())
+    app.add_route("/openapi.json", OpenAPIResource(web, app))
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_unexpected)
     app.add_error_handler(InsightsError, handle_insights_error)

@@ -58,8 +58,8 @@ class ModuleRuntime:
         self._fs = None
         self.cache = Cache()
         self.log = logging.getLogger(f"insights.module.{loaded.name}")
-        self.query = EndpointProxy(upcaller, "query", self.call_local)
-        self.view = EndpointProxy(upcaller, "view", self.call_local)
+        self.query = EndpointProxy(upcaller, "query", self.call_local, loaded.describe)
+        self.view = EndpointProxy(upcaller, "view", self.call_local, loaded.describe)
 
     # -- injected services ---------------------------------------------------
     @property

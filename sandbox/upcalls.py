@@ -12,7 +12,7 @@ import time
 import zmq
 
 from . import protocol
-from .errors import ModuleTimeout, error_from_reply
+from .endpoints import Endpoints, Timeout, caller_error
 
 __all__ = ["Upcaller", "EndpointProxy"]
 
@@ -55,7 +55,7 @@ class Upcaller:
         while request_id not in self._replies:
             remaining = deadline - time.time()
             if remaining <= 0:
-                raise ModuleTimeout(f"{verb} {fields.get('name', '')!s} did not answer in time")
+                raise Timeout(f"{verb} {fields.get('name', '')!s} did not answer in time")
             for sock, _ in self._poller.poll(min(remaining, 1.0) * 1000):
                 if sock is self._socket:
                     self._receive()
@@ -64,7 +64,7 @@ class Upcaller:
         reply = self._replies.pop(request_id)
         if reply.get("ok"):
             return reply.get("result")
-        error = error_from_reply(reply.get("error") or {})
+        error = caller_error(reply.get("error") or {})
         error.nested = True  # another endpoint's error: never the caller's fault
         raise error
 
@@ -79,33 +79,36 @@ class Upcaller:
                 self._replies.pop(stale, None)
 
 
-class EndpointProxy:
+def _entries(descriptions) -> list[dict]:
+    """:returns: ``/schema`` entries (one per name, aliases included) of endpoint descriptions."""
+    return [{**d, "name": name} for d in descriptions if d["class"] in ("view", "query")
+            for name in [d["name"], *d.get("aliases", [])]]
+
+
+class EndpointProxy(Endpoints):
     """``query.get_grades(course="x")``: calls any module's query (or view) through hostd.
+
+    An :class:`~sandbox.endpoints.Endpoints` namespace: the module's own endpoints
+    have their real signatures and are listed by ``dir()``; any other name gives a
+    function calling through hostd, which raises :class:`~sandbox.endpoints.NotFound`
+    when no module has it. Every error raised is marked ``nested``: a failed call
+    is the calling module's error, not its caller's.
 
     :param upcaller: the sandbox's :class:`Upcaller`.
     :param kind: ``"query"`` or ``"view"``.
     :param local: callable ``local(kind, name)`` returning a function that answers for
         this very module without a round trip, or ``None`` if it has no such endpoint.
+    :param known: callable giving the module's own endpoint descriptions (for ``dir()``
+        and signatures).
     """
 
-    def __init__(self, upcaller: Upcaller, kind: str, local=None):
-        self._upcaller = upcaller
-        self._kind = kind
-        self._local = local
+    def __init__(self, upcaller: Upcaller, kind: str, local=None, known=None):
+        def entries(refresh):
+            return _entries(known()) if known is not None else []
 
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-
-        local = self._local(self._kind, name) if self._local is not None else None
-        if local is not None:
-            return local
-
-        def call(**params):
-            return self._upcaller.call("call", kind=self._kind, name=name, params=params)
-        call.__name__ = name
-        return call
-
-    def __call__(self, name, **params):
-        """``query("get_grades", course="x")`` for names that are not identifiers."""
-        return getattr(self, name)(**params)
+        def call(kind, name, params):
+            function = local(kind, name) if local is not None else None
+            if function is not None:
+                return function(**params)
+            return upcaller.call("call", kind=kind, name=name, params=params)
+        super().__init__(kind, entries, call, open_names=True, nested=True)
