@@ -1,0 +1,193 @@
+"""User activity: how many events of each kind each learner had in a course, each day.
+
+This is the Open edX analytics pipeline's user activity task
+(``UserActivityTask`` in ``edx/analytics/tasks/insights/user_activity.py``),
+which feeds Insights' engagement charts. An event counts when it has a
+``time``, a ``context.user_id`` and a course (``evt.edx_pipeline.course_id``,
+see ``properties.py``: the context's course, else the course in its URL), and
+it gets every label that applies:
+
+``ACTIVE``
+    any such event, except background tasks (``event_source == "task"``) and
+    enrollment events (``edx.course.enrollment.*``);
+``ATTEMPTED_PROBLEM``
+    a ``problem_check`` from the server (not the browser's, which every
+    check also sends);
+``POSTED_FORUM``
+    a server ``edx.forum.*.created`` event;
+``PLAYED_VIDEO``
+    a ``play_video`` from the browser or the mobile app.
+
+The day is the date part of ``time`` as logged (no time-zone conversion; the
+LMS logs UTC). ``/query/user_activity?course_id=`` gives
+``[{"user_id", "course_id", "date", "activity_type", "number_of_activities"}]``
+and ``/view/user_activity_view?course_id=`` charts the learners active per day.
+
+Delivery is at least once, so counting is idempotent: each row is one document
+holding the identities of the events it counts (``$addToSet``), and its
+number is the size of that set. An event seen again adds nothing.
+
+Deviations from the pipeline: it runs over a date interval, this module over
+every event it is given; the pipeline's ``user_id`` is the string it writes
+to a Hive ``INT`` column, here it stays the number the log holds; an event
+logged twice as two identical lines is one event here (the log keeps it once).
+"""
+import html
+import io
+import json
+import zlib
+from collections import defaultdict
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from pymongo import UpdateOne
+
+from sandbox import BadParameter, event_handler, query, view
+
+ACTIVE = "ACTIVE"
+PLAYED_VIDEO = "PLAYED_VIDEO"
+ATTEMPTED_PROBLEM = "ATTEMPTED_PROBLEM"
+POSTED_FORUM = "POSTED_FORUM"
+ACTIVITY_TYPES = (ACTIVE, PLAYED_VIDEO, ATTEMPTED_PROBLEM, POSTED_FORUM)
+ROWS = "activity_rows"
+
+
+def activity_types(event) -> list[str]:
+    """The pipeline's ``get_predicate_labels``: the labels of one event.
+
+    :param event: the raw event (a mapping).
+    :returns: the labels that apply, ``ACTIVE`` first; empty when it is no activity.
+    """
+    event_type = event.get("event_type")
+    source = event.get("event_source")
+    if not isinstance(event_type, str) or source == "task" or event_type.startswith("edx.course.enrollment."):
+        return []
+    labels = [ACTIVE]
+    if source == "server":
+        if event_type == "problem_check":
+            labels.append(ATTEMPTED_PROBLEM)
+        if event_type.startswith("edx.forum.") and event_type.endswith(".created"):
+            labels.append(POSTED_FORUM)
+    if source in ("browser", "mobile") and event_type == "play_video":
+        labels.append(PLAYED_VIDEO)
+    return labels
+
+
+def _user_id(context):
+    """:returns: ``context.user_id`` (a number as a number), or None when the pipeline drops the event."""
+    user_id = context.get("user_id") if isinstance(context, dict) else None
+    if not user_id or isinstance(user_id, (dict, list)):
+        return None
+    if isinstance(user_id, str) and user_id.strip().isdigit():
+        return int(user_id)
+    return user_id
+
+
+def _user_order(user_id) -> tuple:
+    """:returns: a sort key putting numeric user ids in numeric order, before any other."""
+    return (0, user_id, "") if isinstance(user_id, int) else (1, 0, str(user_id))
+
+
+def _row_id(user_id, course_id: str, date: str, activity_type: str) -> str:
+    # JSON: unambiguous whatever the parts hold, and never starting with a date
+    # (the embedded store mis-compares _ids that do).
+    return json.dumps([user_id, course_id, date, activity_type], separators=(",", ":"))
+
+
+@event_handler()
+def count_activity(db, events):
+    """Add each event's identity to the rows of its labels: one bulk write per batch, idempotent."""
+    rows = defaultdict(set)
+    for evt in events:
+        raw = evt.event
+        user_id = _user_id(raw.get("context"))
+        stamp = raw.get("time")
+        if user_id is None or not isinstance(stamp, str) or not stamp:
+            continue
+        course = evt.edx_pipeline.course_id
+        if not course:
+            continue
+        date = stamp.split("T")[0]
+        for label in activity_types(raw):
+            rows[(user_id, course, date, label)].add(evt.meta["id"])
+    if rows:
+        db[ROWS].bulk_write([
+            UpdateOne({"_id": _row_id(*key)},
+                      {"$addToSet": {"events": {"$each": sorted(ids)}},
+                       "$setOnInsert": {"user_id": key[0], "course_id": key[1], "date": key[2],
+                                        "activity_type": key[3]}}, upsert=True)
+            for key, ids in rows.items()], ordered=False)
+
+
+@query()
+def user_activity(db, course_id: str):
+    """Events per learner, day and activity type in a course.
+
+    :param course_id: the course, as the events name it.
+    :returns: ``[{"user_id", "course_id", "date", "activity_type", "number_of_activities"}]``
+        ordered by date, user and activity type.
+    """
+    # The store counts each row's events: the identities never leave it.
+    found = db[ROWS].aggregate([
+        {"$match": {"course_id": course_id}},
+        {"$project": {"user_id": 1, "course_id": 1, "date": 1, "activity_type": 1,
+                      "number_of_activities": {"$size": "$events"}}}])
+    rows = [{key: doc[key] for key in ("user_id", "course_id", "date", "activity_type", "number_of_activities")}
+            for doc in found]
+    return sorted(rows, key=lambda r: (r["date"], _user_order(r["user_id"]), ACTIVITY_TYPES.index(r["activity_type"])))
+
+
+def _learners_per_day(rows) -> dict:
+    """:returns: ``{activity_type: {date: number of learners}}``."""
+    learners = defaultdict(lambda: defaultdict(set))
+    for row in rows:
+        learners[row["activity_type"]][row["date"]].add(row["user_id"])
+    return {label: {date: len(users) for date, users in days.items()} for label, days in learners.items()}
+
+
+def _chart_png(per_type: dict, dates: list, course_id: str) -> bytes:
+    """Grouped bars: learners per day, one bar per activity type (pyplot-free, no global state)."""
+    figure = Figure(figsize=(max(6, len(dates) * 0.9), 4), dpi=100)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    width = 0.8 / len(ACTIVITY_TYPES)
+    for index, label in enumerate(ACTIVITY_TYPES):
+        counts = [per_type.get(label, {}).get(date, 0) for date in dates]
+        axes.bar([d + index * width for d in range(len(dates))], counts, width=width, label=label)
+    axes.set_xticks([d + 0.4 - width / 2 for d in range(len(dates))], dates, rotation=45, ha="right")
+    axes.set_ylabel("learners")
+    axes.set_title(f"Learners per day: {course_id}")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    canvas.print_png(buffer)
+    return buffer.getvalue()
+
+
+@view()
+def user_activity_view(fs, query, course_id: str):
+    """A chart of the learners active per day in a course, by activity type, and the totals.
+
+    :param course_id: the course.
+    :returns: an HTML page with the chart (a PNG in the module's file store) and a table.
+    :raises BadParameter: the course is empty.
+    """
+    if not course_id.strip():
+        raise BadParameter("course_id", "must not be empty")
+    rows = query.user_activity(course_id=course_id)
+    name = html.escape(course_id)
+    if not rows:
+        return f"<html><body><h1>Activity in {name}</h1><p>No activity yet.</p></body></html>"
+    per_type = _learners_per_day(rows)
+    dates = sorted({row["date"] for row in rows})
+    filename = f"activity-{zlib.crc32(course_id.encode('utf-8')):08x}.png"
+    with fs.open(filename, "wb") as handle:
+        handle.write(_chart_png(per_type, dates, course_id))
+    table = "".join(
+        f"<tr><td>{html.escape(date)}</td>"
+        + "".join(f"<td>{per_type.get(label, {}).get(date, 0)}</td>" for label in ACTIVITY_TYPES) + "</tr>"
+        for date in dates)
+    head = "".join(f"<th>{label}</th>" for label in ACTIVITY_TYPES)
+    return (f"<html><body><h1>Activity in {name}</h1>"
+            f'<img src="{html.escape(fs.get_url(filename))}" alt="Learners per day and activity type in {name}">'
+            f"<table><tr><th>date</th>{head}</tr>{table}</table></body></html>")
