@@ -1,9 +1,9 @@
 """Problem responses: each learner's latest answer to each question of a course's problems.
 
 This is the Open edX analytics pipeline's problem response report
-(``ProblemResponseReportWorkflow``; the rows come from
-``LatestProblemResponseDataTask`` in ``edx/analytics/tasks/insights/problem_response.py``),
-the CSV Insights offers instructors. ``answers.py`` holds its arithmetic.
+(edx-analytics-pipeline's ``ProblemResponseReportWorkflow``; the rows come
+from its ``LatestProblemResponseDataTask``), the CSV Insights offers
+instructors. ``answers.py`` holds its arithmetic.
 
 * An *attempt* is a ``problem_check`` event from the server (the browser's
   copy is not one) with a ``time``, a non-blank ``username``, a context whose

@@ -2,9 +2,8 @@
 attempt, and a learner's latest attempt to one row per answer.
 
 It follows the Open edX analytics pipeline's ``LatestProblemResponseDataTask``
-(``edx/analytics/tasks/insights/problem_response.py``) and the
-``get_problem_check_event`` and ``ProblemCheckEventMixin._generate_answers`` it
-uses (``edx/analytics/tasks/insights/answer_dist.py``).
+and the ``get_problem_check_event`` and ``ProblemCheckEventMixin._generate_answers``
+of its answer distribution that this task uses.
 """
 from __future__ import annotations
 

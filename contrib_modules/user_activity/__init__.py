@@ -1,8 +1,8 @@
 """User activity: how many events of each kind each learner had in a course, each day.
 
 This is the Open edX analytics pipeline's user activity task
-(``UserActivityTask`` in ``edx/analytics/tasks/insights/user_activity.py``),
-which feeds Insights' engagement charts. An event counts when it has a
+(edx-analytics-pipeline's ``UserActivityTask``), which feeds Insights'
+engagement charts. An event counts when it has a
 ``time``, a ``context.user_id`` and a course (``evt.edx_pipeline.course_id``,
 see ``properties.py``: the context's course, else the course in its URL), and
 it gets every label that applies:

@@ -1,9 +1,9 @@
 """edx_pipeline: how the Open edX analytics pipeline reads a tracking-log event (``evt.edx_pipeline.*``).
 
-The pipeline (edx-analytics-pipeline, ``edx/analytics/tasks/util/eventlog.py``
-and ``opaque_key_util.py``) decides which course an event belongs to, what its
-data is and when it happened in a few small functions that every one of its
-tasks shares. They are written once here, as event properties, so that the
+The Open edX analytics pipeline (edx-analytics-pipeline) decides which course
+an event belongs to, what its data is and when it happened in a few small
+functions of its ``eventlog`` and ``opaque_key_util`` helpers that every one of
+its tasks shares. They are written once here, as event properties, so that the
 ``user_activity``, ``video`` and ``problem_response`` modules read events the
 same way (those two need this module installed, as it is in
 ``contrib_modules``):

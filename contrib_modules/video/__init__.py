@@ -1,8 +1,8 @@
 """Video: which parts of each video learners watched, in 5-second segments.
 
-This is the Open edX analytics pipeline's video task
-(``edx/analytics/tasks/insights/video.py``: ``UserVideoViewingTask``,
-``VideoUsageTask`` and the ``video`` and ``video_timeline`` tables it fills).
+This is the Open edX analytics pipeline's video workflow
+(edx-analytics-pipeline's ``UserVideoViewingTask``, ``VideoUsageTask`` and the
+``video`` and ``video_timeline`` tables they fill).
 ``viewings.py`` holds its arithmetic; this file stores events and answers.
 
 * A video is a course (``evt.edx_pipeline.course_id``: the context's, else
@@ -69,13 +69,15 @@ def track_viewings(db, events):
     """Keep the batch's video events by identity, then recompute the viewings of the pairs it touched."""
     stored = {}
     for evt in events:
+        context = evt.event.get("context")
         found = video_event(evt.event.get("event_type"), evt.edx_pipeline.time,
-                            (evt.event.get("context") or {}).get("user_id"), evt.edx_pipeline.course_id,
-                            evt.edx_pipeline.event_data)
+                            context.get("user_id") if isinstance(context, dict) else None,
+                            evt.edx_pipeline.course_id, evt.edx_pipeline.event_data)
         if found is not None:
             stored[evt.meta["id"]] = dict(found, pair=_pair_id(found["user_id"], found["course_id"], found["module"]))
     if not stored:
         return
+    # Here rather than at import (no side effects there); a no-op once the indexes exist.
     db[EVENTS].create_index("pair", name="pair")
     db[VIEWINGS].create_index("pipeline_video_id", name="pipeline_video_id")
     db[EVENTS].bulk_write([UpdateOne({"_id": eid}, {"$set": doc}, upsert=True) for eid, doc in stored.items()],

@@ -1,8 +1,8 @@
 """The pipeline's video arithmetic, free of storage: events to viewings, viewings to segments.
 
-It follows ``edx/analytics/tasks/insights/video.py`` of the Open edX analytics
-pipeline: ``UserVideoViewingTask`` (``mapper`` and ``reducer``) and
-``VideoUsageTask.reducer``.
+It follows the video tasks of the Open edX analytics pipeline
+(edx-analytics-pipeline): ``UserVideoViewingTask`` (``mapper`` and
+``reducer``) and ``VideoUsageTask.reducer``.
 """
 from __future__ import annotations
 
