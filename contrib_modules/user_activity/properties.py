@@ -27,10 +27,11 @@ same way (those two need this module installed, as it is in
     pipeline sorts events by. None without a ``time``.
 
 Course keys are checked as ``opaque_keys``' ``CourseKey.from_string`` checks
-them, for the forms tracking logs carry: ``org/course/run`` and
-``course-v1:org+course+run`` (or ``ccx-v1:...+ccx@N``), with an optional
-``+branch@...`` and ``+version@<hex>``. Block keys in URLs are ``block-v1:``
-(or ``ccx-block-v1:``) keys.
+them: ``org/course/run`` (letters, digits, ``_.%-``; the run may be empty),
+``course-v1:org+course+run`` (letters, digits, ``_-~.:``) with an optional
+``+branch@...`` and ``+version@<24 hex digits>`` (or that version alone),
+``ccx-v1:...+ccx@N`` and ``library-v1:org+library``. The course of a block in
+a URL is that of its ``block-v1:`` (or ``ccx-block-v1:``) key.
 
 This file is imported by hostd and by every sandbox: standard library only,
 no work at import.
@@ -45,13 +46,15 @@ from sandbox.properties import event_property
 __all__ = ["course_key", "course_id", "context_course_id", "event_data", "event_time"]
 
 _ID = r"[\w\-~.:]+"
-_COURSE_V1 = re.compile(rf"(?P<ns>course-v1|ccx-v1):(?P<org>{_ID})\+(?P<course>{_ID})\+(?P<run>{_ID})"
-                        r"(?:\+branch@(?P<branch>[\w\-~.:]+))?(?:\+version@(?P<version>[A-Fa-f0-9]+))?"
-                        r"(?:\+ccx@(?P<ccx>\d+))?")
-_SLASHED = re.compile(rf"{_ID}/{_ID}/{_ID}")
-_BLOCK_V1 = re.compile(rf"(?P<ns>block-v1|ccx-block-v1):(?P<course>{_ID}\+{_ID}\+{_ID}"
-                       r"(?:\+branch@[\w\-~.:]+)?(?:\+version@[A-Fa-f0-9]+)?(?:\+ccx@\d+)?)"
-                       rf"\+type@{_ID}\+block@{_ID}")
+_VERSIONS = rf"(?:\+branch@{_ID})?(?:\+version@[a-f0-9]{{24}})?"
+# course-v1 and ccx-v1 keys need org, course and run, or a version alone; a library
+# (library-v1) is a course key too; the old form is org/course/run, its run possibly empty.
+_COURSE_KEY = re.compile(rf"(?:course-v1:(?:{_ID}\+{_ID}\+{_ID}{_VERSIONS}|version@[a-f0-9]{{24}})"
+                         rf"|ccx-v1:{_ID}\+{_ID}\+{_ID}{_VERSIONS}\+ccx@\d+"
+                         rf"|library-v1:{_ID}\+{_ID}{_VERSIONS}"
+                         r"|[\w.%-]+/[\w.%-]+/[\w.%-]*)")
+_BLOCK_KEY = re.compile(rf"(?P<ns>block-v1|ccx-block-v1):(?P<course>{_ID}\+{_ID}\+{_ID}{_VERSIONS}"
+                        rf"(?:\+ccx@\d+)?)\+type@{_ID}\+block@[\w\-~.:%]+")
 # The pipeline's own URL patterns, taken from the LMS.
 _COURSE_URL = re.compile(r"^(.*?/courses/)(?!v[0-9]+/[^/]+)(?P<course_id>[^/+]+(/|\+)[^/+]+(/|\+)[^/?]+)")
 _BLOCK_URL = re.compile(r"^(.*?/xblock/)(?P<block_id>[^/+]+(/|\+)[^/+]+(/|\+)[^/?#]+)")
@@ -59,17 +62,11 @@ _BLOCK_URL = re.compile(r"^(.*?/xblock/)(?P<block_id>[^/+]+(/|\+)[^/+]+(/|\+)[^/
 
 def course_key(text) -> str | None:
     """:returns: ``text`` if it is a course key ``CourseKey.from_string`` accepts, else None."""
-    if not isinstance(text, str) or text.endswith("\n"):
-        return None
-    match = _COURSE_V1.fullmatch(text)
-    if match:
-        # a ccx key needs its ccx number, and only a ccx key may have one
-        return text if (match["ns"] == "ccx-v1") == (match["ccx"] is not None) else None
-    return text if _SLASHED.fullmatch(text) else None
+    return text if isinstance(text, str) and _COURSE_KEY.fullmatch(text) else None
 
 
 def _course_of_block(block_id: str) -> str | None:
-    match = _BLOCK_V1.fullmatch(block_id)
+    match = _BLOCK_KEY.fullmatch(block_id)
     if match is None:
         return None
     namespace = "ccx-v1" if match["ns"] == "ccx-block-v1" else "course-v1"
