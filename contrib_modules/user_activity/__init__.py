@@ -23,9 +23,12 @@ LMS logs UTC). ``/query/user_activity?course_id=`` gives
 ``[{"user_id", "course_id", "date", "activity_type", "number_of_activities"}]``
 and ``/view/user_activity_view?course_id=`` charts the learners active per day.
 
-Delivery is at least once, so counting is idempotent: each row is one document
-holding the identities of the events it counts (``$addToSet``), and its
-number is the size of that set. An event seen again adds nothing.
+Delivery is at least once, so counting is idempotent: an event marks its rows
+with a field named after its place in the log (``$set`` of ``s<seq>``, the
+same field however often it comes), and a row's number is how many such marks
+it holds. A row is split into documents of 100,000 log positions so none grows
+without bound. (The embedded store adds fields cheaply; ``$addToSet`` into a
+long array costs it time in proportion to the array.)
 
 Deviations from the pipeline: it runs over a date interval, this module over
 every event it is given; the pipeline's ``user_id`` is the string it writes
@@ -50,6 +53,8 @@ ATTEMPTED_PROBLEM = "ATTEMPTED_PROBLEM"
 POSTED_FORUM = "POSTED_FORUM"
 ACTIVITY_TYPES = (ACTIVE, PLAYED_VIDEO, ATTEMPTED_PROBLEM, POSTED_FORUM)
 ROWS = "activity_rows"
+SPAN = 100_000  # log positions per row document
+_FIELDS = ("user_id", "course_id", "date", "activity_type")
 
 
 def activity_types(event) -> list[str]:
@@ -88,16 +93,21 @@ def _user_order(user_id) -> tuple:
     return (0, user_id, "") if isinstance(user_id, int) else (1, 0, str(user_id))
 
 
-def _row_id(user_id, course_id: str, date: str, activity_type: str) -> str:
+def _doc_id(row: tuple, span: int) -> str:
     # JSON: unambiguous whatever the parts hold, and never starting with a date
     # (the embedded store mis-compares _ids that do).
-    return json.dumps([user_id, course_id, date, activity_type], separators=(",", ":"))
+    return json.dumps([*row, span], separators=(",", ":"))
+
+
+def _marks(doc) -> int:
+    """:returns: how many events marked a row document (its ``s<seq>`` fields)."""
+    return sum(1 for key in doc if key[0] == "s" and key[1:].isdigit())
 
 
 @event_handler()
 def count_activity(db, events):
-    """Add each event's identity to the rows of its labels: one bulk write per batch, idempotent."""
-    rows = defaultdict(set)
+    """Mark the rows of each event's labels with its log position: one bulk write per batch, idempotent."""
+    marks = defaultdict(dict)
     for evt in events:
         raw = evt.event
         user_id = _user_id(raw.get("context"))
@@ -108,15 +118,15 @@ def count_activity(db, events):
         if not course:
             continue
         date = stamp.split("T")[0]
+        seq = evt.meta["seq"]
         for label in activity_types(raw):
-            rows[(user_id, course, date, label)].add(evt.meta["id"])
-    if rows:
+            marks[((user_id, course, date, label), seq // SPAN)][f"s{seq}"] = 1
+    if marks:
+        db[ROWS].create_index("course_id", name="course_id")  # a no-op once it exists
         db[ROWS].bulk_write([
-            UpdateOne({"_id": _row_id(*key)},
-                      {"$addToSet": {"events": {"$each": sorted(ids)}},
-                       "$setOnInsert": {"user_id": key[0], "course_id": key[1], "date": key[2],
-                                        "activity_type": key[3]}}, upsert=True)
-            for key, ids in rows.items()], ordered=False)
+            UpdateOne({"_id": _doc_id(row, span)},
+                      {"$set": fields, "$setOnInsert": dict(zip(_FIELDS, row))}, upsert=True)
+            for (row, span), fields in marks.items()], ordered=False)
 
 
 @query()
@@ -127,13 +137,10 @@ def user_activity(db, course_id: str):
     :returns: ``[{"user_id", "course_id", "date", "activity_type", "number_of_activities"}]``
         ordered by date, user and activity type.
     """
-    # The store counts each row's events: the identities never leave it.
-    found = db[ROWS].aggregate([
-        {"$match": {"course_id": course_id}},
-        {"$project": {"user_id": 1, "course_id": 1, "date": 1, "activity_type": 1,
-                      "number_of_activities": {"$size": "$events"}}}])
-    rows = [{key: doc[key] for key in ("user_id", "course_id", "date", "activity_type", "number_of_activities")}
-            for doc in found]
+    counts = defaultdict(int)
+    for doc in db[ROWS].find({"course_id": course_id}):
+        counts[tuple(doc[key] for key in _FIELDS)] += _marks(doc)
+    rows = [{**dict(zip(_FIELDS, row)), "number_of_activities": n} for row, n in counts.items()]
     return sorted(rows, key=lambda r: (r["date"], _user_order(r["user_id"]), ACTIVITY_TYPES.index(r["activity_type"])))
 
 
