@@ -50,6 +50,7 @@ from collections import Counter, defaultdict
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pymongo import UpdateOne
 
 from sandbox import BadParameter, event_handler, query, view
@@ -132,6 +133,7 @@ def _chart_png(tally: dict, course_id: str) -> bytes:
         left = [a + b for a, b in zip(left, counts)]
     axes.set_yticks(range(len(problems)), [_short(p) for p in problems])
     axes.set_xlabel("answers (latest attempt of each learner)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title(f"Latest answers: {course_id}")
     axes.legend(fontsize="small")
     figure.tight_layout()

@@ -43,6 +43,7 @@ from collections import defaultdict
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pymongo import UpdateOne
 
 from sandbox import BadParameter, event_handler, query, view
@@ -163,6 +164,7 @@ def _chart_png(per_type: dict, dates: list, course_id: str) -> bytes:
         axes.bar([d + index * width for d in range(len(dates))], counts, width=width, label=label)
     axes.set_xticks([d + 0.4 - width / 2 for d in range(len(dates))], dates, rotation=45, ha="right")
     axes.set_ylabel("learners")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title(f"Learners per day: {course_id}")
     axes.legend(fontsize="small")
     figure.tight_layout()

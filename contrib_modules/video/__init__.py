@@ -48,11 +48,12 @@ from collections import defaultdict
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from pymongo import UpdateOne
 
 from sandbox import BadParameter, event_handler, query, view
 
-from .viewings import VIDEO_EVENT_TYPES, usage, video_event, viewings
+from .viewings import SEGMENT_SECONDS, VIDEO_EVENT_TYPES, usage, video_event, viewings
 
 EVENTS = "video_events"
 VIEWINGS = "user_viewings"
@@ -137,12 +138,13 @@ def _timeline_png(rows, title: str) -> bytes:
     figure = Figure(figsize=(7, 4), dpi=100)
     canvas = FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    starts = [row["segment"] * 5 for row in rows]
-    axes.bar(starts, [row["num_views"] for row in rows], width=4.6, align="edge", color="#bbccee", label="views")
-    axes.bar(starts, [row["num_users"] for row in rows], width=4.6, align="edge", color="#4477aa",
+    starts = [row["segment"] * SEGMENT_SECONDS for row in rows]
+    axes.bar(starts, [row["num_views"] for row in rows], width=SEGMENT_SECONDS * 0.92, align="edge", color="#bbccee", label="views")
+    axes.bar(starts, [row["num_users"] for row in rows], width=SEGMENT_SECONDS * 0.92, align="edge", color="#4477aa",
              label="learners")
     axes.set_xlabel("seconds into the video")
     axes.set_ylabel("count")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title(title)
     axes.legend(fontsize="small")
     figure.tight_layout()
@@ -168,7 +170,7 @@ def video_view(db, fs, pipeline_video_id: str):
     stats = found[pipeline_video_id][2]
     filename = f"timeline-{zlib.crc32(pipeline_video_id.encode('utf-8')):08x}.png"
     with fs.open(filename, "wb") as handle:
-        handle.write(_timeline_png(stats["segments"], pipeline_video_id))
+        handle.write(_timeline_png(stats["segments"], f"Timeline of {found[pipeline_video_id][1]}"))
     return (f"<html><body><h1>Video {name}</h1>"
             f"<p>duration {stats['duration']} s, {stats['users_at_start']} learners at the start, "
             f"{stats['users_at_end']} at the end, {stats['total_viewed_seconds']} s watched</p>"
