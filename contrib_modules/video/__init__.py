@@ -139,8 +139,9 @@ def _timeline_png(rows, title: str) -> bytes:
     canvas = FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     starts = [row["segment"] * SEGMENT_SECONDS for row in rows]
-    axes.bar(starts, [row["num_views"] for row in rows], width=SEGMENT_SECONDS * 0.92, align="edge", color="#bbccee", label="views")
-    axes.bar(starts, [row["num_users"] for row in rows], width=SEGMENT_SECONDS * 0.92, align="edge", color="#4477aa",
+    width = SEGMENT_SECONDS * 0.92  # a gap between segments
+    axes.bar(starts, [row["num_views"] for row in rows], width=width, align="edge", color="#bbccee", label="views")
+    axes.bar(starts, [row["num_users"] for row in rows], width=width, align="edge", color="#4477aa",
              label="learners")
     axes.set_xlabel("seconds into the video")
     axes.set_ylabel("count")
