@@ -40,7 +40,10 @@ problem's display name and its location in the course from the course
 structure, which events do not give; it covers a date interval, this module
 every event. Attempts logged at the same microsecond are ordered by their
 canonical JSON here, by Python 2's dict order there. Its CSV writes the
-answer list with a configured delimiter; here it is a JSON list.
+answer list with a configured delimiter; here it is a JSON list. Where a
+malformed event would stop the pipeline's job (a submission that is not an
+object, a correctness map entry that is null, a grade that is no number), this
+module skips that part, takes its correctness as unknown or its score as None.
 """
 import html
 import io

@@ -38,7 +38,10 @@ the YouTube API when given a key; this module has no network, so such a video
 has the duration its events give or an unknown one (as the pipeline without a
 key). It processes a date interval and keeps viewings starting in it; this
 module keeps every event. Events with the same time, type and offsets are
-ordered by duration here, by YouTube id and then duration there.
+ordered by duration here, by YouTube id and then duration there. Where a
+malformed event would stop the pipeline's job (a ``user_id`` that is no
+number, a module ``id`` that is no string, a ``duration`` given as a string),
+this module drops the event, or takes the duration as unknown.
 """
 import html
 import io
