@@ -84,8 +84,10 @@ def track_viewings(db, events):
     # Here rather than at import (no side effects there); a no-op once the indexes exist.
     db[EVENTS].create_index("pair", name="pair")
     db[VIEWINGS].create_index("pipeline_video_id", name="pipeline_video_id")
-    db[EVENTS].bulk_write([UpdateOne({"_id": eid}, {"$set": doc}, upsert=True) for eid, doc in stored.items()],
-                          ordered=False)
+    # A fixed prefix: an event id may be anything, and the embedded store mis-compares
+    # _ids that start with a date.
+    db[EVENTS].bulk_write([UpdateOne({"_id": f"e|{eid}"}, {"$set": doc}, upsert=True)
+                           for eid, doc in stored.items()], ordered=False)
     by_pair = defaultdict(list)
     for doc in db[EVENTS].find({"pair": {"$in": sorted({d["pair"] for d in stored.values()})}}):
         by_pair[doc["pair"]].append(doc)
