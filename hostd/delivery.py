@@ -144,14 +144,15 @@ class Delivery(threading.Thread):
             the round in hand to end first)."""
         return self._round_lock
 
-    def rewind(self, module: str, handlers) -> None:
-        """Move handlers back to the start of the log (call it while :meth:`paused`)."""
+    def rewind(self, module: str, handlers, position: int = 0) -> None:
+        """Move handlers back to log ``position`` (call it while :meth:`paused`)."""
         with self._lock:
             for name in handlers:
                 state = self._states.get((module, name))
                 if state is not None:
-                    state.position, state.handled, state.failures, state.retry_at = 0, 0, 0, 0.0
-                    state.isolate_until = 0
+                    state.position, state.failures, state.retry_at, state.isolate_until = position, 0, 0.0, 0
+                    if position == 0:
+                        state.handled = 0
         self._wake.set()
 
     def wait_delivered(self, module: str, seq: int, timeout_s: float) -> bool:

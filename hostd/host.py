@@ -280,6 +280,14 @@ class Host:
         return all(thread.wait_delivered(module, seq, max(0.0, deadline - time.time()))
                    for thread in (self.delivery, self.realtime))
 
+    def redeliver(self, module: str, after_seq: int, timeout_s: float = 60.0) -> bool:
+        """Deliver every event after ``after_seq`` again to ``module``'s handlers and wait for them.
+
+        :returns: whether they caught up in time.
+        """
+        head = self._rebuilds.redeliver(module, after_seq)
+        return self.wait_delivered(module, head, timeout_s)
+
     def _on_appended(self, seq: int) -> None:
         self.delivery.notify(seq)
         self.realtime.notify(seq)

@@ -64,9 +64,7 @@ class Rebuilds:
                                    " (@event_handler(collections=[...])): rebuild the whole module instead")
         names = [r.name for r in routes]
         database = self._storage.client[f"mod_{module}"]
-        with contextlib.ExitStack() as stack:
-            for thread in self._deliveries:
-                stack.enter_context(thread.paused())
+        with self._paused():
             target = self._storage.eventlog.head()
             if handler is None:
                 dropped = [c for c in database.list_collection_names() if not c.startswith("_")]
@@ -74,9 +72,7 @@ class Rebuilds:
                 dropped = list(routes[0].options["collections"])
             for collection in dropped:
                 database.drop_collection(collection)
-            self._storage.cursors.set_many([(module, name, 0) for name in names])
-            for thread in self._deliveries:
-                thread.rewind(module, names)
+            self._rewind(module, names, 0)
             with self._lock:
                 self._active[module] = (names, target)
         supervisor.signal(RebuildState(True))
@@ -88,6 +84,28 @@ class Rebuilds:
         log.info("module %s: rebuilding %s up to seq %d (dropped %s)", module, ", ".join(names) or "nothing",
                  target, ", ".join(dropped) or "nothing")
         return {"handlers": names, "target": target, "dropped": dropped}
+
+    def redeliver(self, module: str, after_seq: int) -> int:
+        """Deliver every logged event after ``after_seq`` again to the module's running handlers,
+        as happens when a sandbox dies before acknowledging (tests of exactness use it).
+
+        :returns: the log's head: the handlers are done once past it.
+        """
+        names = [r.name for r in self._handlers.routes(module=module)]
+        with self._paused():
+            self._rewind(module, names, after_seq)
+            return self._storage.eventlog.head()
+
+    def _paused(self) -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        for thread in self._deliveries:
+            stack.enter_context(thread.paused())
+        return stack
+
+    def _rewind(self, module: str, names: list, position: int) -> None:
+        self._storage.cursors.set_many([(module, name, position) for name in names])
+        for thread in self._deliveries:
+            thread.rewind(module, names, position)
 
     def check(self) -> None:
         """Clear the mark of each module whose handlers caught up (the monitor thread calls it)."""

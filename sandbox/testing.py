@@ -180,6 +180,21 @@ class ModuleHarness(ModulesHarness):
         """Start the store and the module's sandbox; :raises ModuleLoadError: it did not load."""
         return super().start()
 
+    def redeliver(self, after_seq: int = 0, timeout_s: float = 60.0) -> None:
+        """Deliver every logged event after ``after_seq`` again to the module's handlers, as
+        hostd does when a sandbox died before acknowledging them; wait until they are done.
+
+        A module exact under at-least-once delivery answers the same before and after.
+
+        :raises TimeoutError: the handlers did not catch up in time.
+        """
+        if not self.host.redeliver(self.name, after_seq, timeout_s):
+            raise TimeoutError(f"handlers of {self.name!r} did not process the events again in {timeout_s} s")
+
+    def log_head(self) -> int:
+        """:returns: the log position of the latest event (give it to :meth:`redeliver`)."""
+        return self.host.storage.eventlog.head()
+
     def run_cron(self, name: str):
         """Run the module's cron task ``name`` now, as hostd's scheduler does (with its lease).
 

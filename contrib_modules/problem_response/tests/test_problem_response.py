@@ -6,9 +6,6 @@ import pytest
 
 from hostd.logfile import LogEvent, read_events
 from sandbox.errors import BadParameter
-from sandbox.events import Event
-from sandbox.loader import load_module
-from sandbox.properties import build_registry
 from sandbox.testing import ModuleHarness
 
 pytestmark = pytest.mark.timeout(180)
@@ -53,17 +50,13 @@ def _single(course, time, answer, correctness="correct", **kwargs):
 
 
 def redeliver(harness, after_seq: int) -> int:
-    """Give the handler again every logged event after ``after_seq``, as hostd does when a
-    sandbox died before acknowledging them: same events, same identities, same store.
+    """Have hostd deliver every logged event after ``after_seq`` again, through the real
+    sandbox, as it does when a sandbox died before acknowledging them.
 
     :returns: how many events were delivered again.
     """
-    handler = load_module(MODULE).endpoint("handler", "record_attempts").func
-    registry = build_registry({"user_activity": EDX_PIPELINE / "properties.py"}, entry_points=False)
-    docs = harness.host.eventlog.read_after(after_seq, 100_000)
-    handler(db=harness.db, events=[Event(d["event"], {"seq": d["seq"], "id": d["eid"][2:]}, properties=registry)
-                                   for d in docs])
-    return len(docs)
+    harness.redeliver(after_seq)
+    return harness.log_head() - after_seq
 
 
 # -- attempts -------------------------------------------------------------------
@@ -137,7 +130,7 @@ def test_the_view_charts_latest_answers_per_problem(harness):
 
 def test_attempts_delivered_again_are_not_counted_again(harness):
     course = _course()
-    start = harness.host.eventlog.head()
+    start = harness.log_head()
     harness.send_events([_single(course, "10:00:00", "one"), _single(course, "10:00:01", "two"),
                          _single(course, "10:00:02", "three", username="bob")])
     once = harness.query("problem_responses", course_id=course)

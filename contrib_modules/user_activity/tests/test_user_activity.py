@@ -6,9 +6,6 @@ import pytest
 
 from hostd.logfile import LogEvent, read_events
 from sandbox.errors import BadParameter
-from sandbox.events import Event
-from sandbox.loader import load_module
-from sandbox.properties import build_registry
 from sandbox.testing import ModuleHarness
 
 pytestmark = pytest.mark.timeout(180)
@@ -42,17 +39,13 @@ def _counts(harness, course) -> dict:
 
 
 def redeliver(harness, after_seq: int) -> int:
-    """Give the handler again every logged event after ``after_seq``, as hostd does when a
-    sandbox died before acknowledging them: same events, same identities, same store.
+    """Have hostd deliver every logged event after ``after_seq`` again, through the real
+    sandbox, as it does when a sandbox died before acknowledging them.
 
     :returns: how many events were delivered again.
     """
-    handler = load_module(MODULE).endpoint("handler", "count_activity").func
-    registry = build_registry({"user_activity": MODULE / "properties.py"}, entry_points=False)
-    docs = harness.host.eventlog.read_after(after_seq, 100_000)
-    handler(db=harness.db, events=[Event(d["event"], {"seq": d["seq"], "id": d["eid"][2:]}, properties=registry)
-                                   for d in docs])
-    return len(docs)
+    harness.redeliver(after_seq)
+    return harness.log_head() - after_seq
 
 
 # -- the labels ----------------------------------------------------------------
@@ -120,7 +113,7 @@ def test_empty_course_is_a_bad_parameter(harness):
 
 def test_events_delivered_again_are_not_counted_again(harness):
     course = _course()
-    start = harness.host.eventlog.head()
+    start = harness.log_head()
     harness.send_events([_event(course, "problem_check"), _event(course, "play_video", source="browser"),
                          _event(course, "seq_goto", user_id=8)])
     once = harness.query("user_activity", course_id=course)

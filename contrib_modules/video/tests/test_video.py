@@ -7,9 +7,6 @@ import pytest
 
 from hostd.logfile import LogEvent, read_events
 from sandbox.errors import BadParameter
-from sandbox.events import Event
-from sandbox.loader import load_module
-from sandbox.properties import build_registry
 from sandbox.testing import ModuleHarness
 
 pytestmark = pytest.mark.timeout(180)
@@ -57,17 +54,13 @@ def _info(harness, course, module):
 
 
 def redeliver(harness, after_seq: int) -> int:
-    """Give the handler again every logged event after ``after_seq``, as hostd does when a
-    sandbox died before acknowledging them: same events, same identities, same store.
+    """Have hostd deliver every logged event after ``after_seq`` again, through the real
+    sandbox, as it does when a sandbox died before acknowledging them.
 
     :returns: how many events were delivered again.
     """
-    handler = load_module(MODULE).endpoint("handler", "track_viewings").func
-    registry = build_registry({"user_activity": EDX_PIPELINE / "properties.py"}, entry_points=False)
-    docs = harness.host.eventlog.read_after(after_seq, 100_000)
-    handler(db=harness.db, events=[Event(d["event"], {"seq": d["seq"], "id": d["eid"][2:]}, properties=registry)
-                                   for d in docs])
-    return len(docs)
+    harness.redeliver(after_seq)
+    return harness.log_head() - after_seq
 
 
 # -- viewings ----------------------------------------------------------------------
@@ -157,7 +150,7 @@ def test_the_view_charts_the_timeline(harness):
 
 def test_events_delivered_again_change_nothing(harness):
     course, module = _video()
-    start = harness.host.eventlog.head()
+    start = harness.log_head()
     harness.send_events([_play(course, module, 0, 0), _pause(course, module, 9, 9),
                          _play(course, module, 10, 9), _pause(course, module, 20, 12)])
     # 0 -> 9: segments 0-1; 9 -> 12: segments 1-2.
