@@ -304,9 +304,9 @@ class Delivery(threading.Thread):
 
     def _failed(self, state, record, selected, err) -> bool:
         state.failures += 1
-        state.last_error = str(err)
+        state.last_error = str(err) if not err.traceback else f"{err}\n{err.traceback}"
         if len(selected) == 1 and state.failures > record["limits"]["max_retries"]:
-            self._dead_letters.add(state.module, state.name, selected[0], str(err), state.failures)
+            self._dead_letters.add(state.module, state.name, selected[0], state.last_error, state.failures)
             self._advance(state, selected[0]["seq"], 0)
             return True
         if len(selected) > 1 and state.failures == 1:

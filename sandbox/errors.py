@@ -16,6 +16,8 @@ class InsightsError(Exception):
     """Base of every domain error."""
 
     code = "internal"
+    #: the module's traceback, when the error is the module's (kept by hostd, never sent to callers)
+    traceback: str | None = None
 
     def to_reply_fields(self) -> dict:
         """:returns: the ``error`` map of a protocol reply."""
@@ -98,4 +100,6 @@ def error_from_reply(error: dict) -> InsightsError:
         exc = BadParameter(error.get("param", "?"), "")
         exc.args = (error.get("message", ""),)
         return exc
-    return _BY_CODE.get(error.get("code"), InsightsError)(error.get("message", ""))
+    exc = _BY_CODE.get(error.get("code"), InsightsError)(error.get("message", ""))
+    exc.traceback = error.get("traceback")  # for hostd's records; never part of an HTTP answer
+    return exc

@@ -188,8 +188,10 @@ class _Server:
         where = f"{message.get('kind')} {message.get('name')}"
         log.error("module %s: %s raised\n%s", self.spec["module"], where, text)
         self.upcaller.notify("error_report", module=self.spec["module"], endpoint=where, traceback=text)
+        # the traceback travels for hostd's own records (dead letters); callers get the message only
         return protocol.reply_error(message, "module_error",
-                                    f"{where} of module {self.spec['module']!r} raised {type(err).__name__}")
+                                    f"{where} of module {self.spec['module']!r} raised {type(err).__name__}",
+                                    traceback=text)
 
     def serve_one(self, block: bool = False) -> bool:
         """Receive, verify and answer one request (never raises for bad input).

@@ -576,6 +576,8 @@ def test_poison_event_goes_to_dead_letters_and_back(shared):
     assert letter["event"] == events[4]
     assert letter["handler"] == "check"
     assert "ValueError" in letter["error"], letter
+    # the dead letter says why: the exception's message and the module's traceback
+    assert f"poisoned event {poison_id}" in letter["error"] and "Traceback" in letter["error"], letter
     assert letter["attempts"] >= MAX_RETRIES + 1, letter
     assert letter["status"] == "dead"
 
