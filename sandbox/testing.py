@@ -180,16 +180,18 @@ class ModuleHarness(ModulesHarness):
         """Start the store and the module's sandbox; :raises ModuleLoadError: it did not load."""
         return super().start()
 
-    def redeliver(self, after_seq: int = 0, timeout_s: float = 60.0) -> None:
+    def redeliver(self, after_seq: int = 0, timeout_s: float = 60.0) -> int:
         """Deliver every logged event after ``after_seq`` again to the module's handlers, as
         hostd does when a sandbox died before acknowledging them; wait until they are done.
 
         A module exact under at-least-once delivery answers the same before and after.
 
+        :returns: how many events were delivered again.
         :raises TimeoutError: the handlers did not catch up in time.
         """
         if not self.host.redeliver(self.name, after_seq, timeout_s):
             raise TimeoutError(f"handlers of {self.name!r} did not process the events again in {timeout_s} s")
+        return self.log_head() - after_seq
 
     def log_head(self) -> int:
         """:returns: the log position of the latest event (give it to :meth:`redeliver`)."""

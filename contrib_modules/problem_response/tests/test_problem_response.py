@@ -49,16 +49,6 @@ def _single(course, time, answer, correctness="correct", **kwargs):
     return _check(course, time, {"p1_2_1": raw}, {"p1_2_1": submission}, {"p1_2_1": correct}, **kwargs)
 
 
-def redeliver(harness, after_seq: int) -> int:
-    """Have hostd deliver every logged event after ``after_seq`` again, through the real
-    sandbox, as it does when a sandbox died before acknowledging them.
-
-    :returns: how many events were delivered again.
-    """
-    harness.redeliver(after_seq)
-    return harness.log_head() - after_seq
-
-
 # -- attempts -------------------------------------------------------------------
 
 def test_the_latest_attempt_in_time_gives_the_row_whatever_the_arrival_order(harness):
@@ -136,8 +126,8 @@ def test_attempts_delivered_again_are_not_counted_again(harness):
     once = harness.query("problem_responses", course_id=course)
     assert [(r["username"], r["total_attempts"], r["answer"]) for r in once] == [
         ("ann", 2, ["two"]), ("bob", 1, ["three"])]
-    assert redeliver(harness, start) == 3
-    assert redeliver(harness, start + 1) == 2
+    assert harness.redeliver(start) == 3
+    assert harness.redeliver(start + 1) == 2
     assert harness.query("problem_responses", course_id=course) == once
 
 
@@ -224,5 +214,5 @@ def test_the_pipeline_log_first_course(pipeline_log):
 def test_the_pipeline_log_fed_again_gives_the_same_rows(pipeline_log):
     before = [pipeline_log.query("problem_responses", course_id=c) for c in (DEMO1, DEMO2)]
     assert pipeline_log.send_events([item.event for item in read_events(LOG)])["duplicates"] == 846
-    assert redeliver(pipeline_log, 0) == 846
+    assert pipeline_log.redeliver(0) == 846
     assert [pipeline_log.query("problem_responses", course_id=c) for c in (DEMO1, DEMO2)] == before

@@ -38,16 +38,6 @@ def _counts(harness, course) -> dict:
             for r in harness.query("user_activity", course_id=course)}
 
 
-def redeliver(harness, after_seq: int) -> int:
-    """Have hostd deliver every logged event after ``after_seq`` again, through the real
-    sandbox, as it does when a sandbox died before acknowledging them.
-
-    :returns: how many events were delivered again.
-    """
-    harness.redeliver(after_seq)
-    return harness.log_head() - after_seq
-
-
 # -- the labels ----------------------------------------------------------------
 
 def test_each_event_gets_every_label_that_applies(harness):
@@ -120,8 +110,8 @@ def test_events_delivered_again_are_not_counted_again(harness):
     # ACTIVE: three events, two of user 7; one problem check; one video play.
     assert {(r["user_id"], r["activity_type"]): r["number_of_activities"] for r in once} == {
         (7, "ACTIVE"): 2, (7, "PLAYED_VIDEO"): 1, (7, "ATTEMPTED_PROBLEM"): 1, (8, "ACTIVE"): 1}
-    assert redeliver(harness, start) == 3
-    assert redeliver(harness, start + 1) == 2   # a tail of the batch, once more
+    assert harness.redeliver(start) == 3
+    assert harness.redeliver(start + 1) == 2   # a tail of the batch, once more
     assert harness.query("user_activity", course_id=course) == once
 
 
@@ -181,7 +171,7 @@ def test_the_pipeline_log_fed_again_gives_the_same_rows(pipeline_log):
     before = pipeline_log.query("user_activity", course_id=OLD_COURSE)
     result = pipeline_log.send_events([item.event for item in read_events(LOG)])
     assert result["duplicates"] == 207
-    assert redeliver(pipeline_log, 0) == 207
+    assert pipeline_log.redeliver(0) == 207
     assert pipeline_log.query("user_activity", course_id=OLD_COURSE) == before
 
 

@@ -53,16 +53,6 @@ def _info(harness, course, module):
     return next(r for r in harness.query("video_info") if r["pipeline_video_id"] == f"{course}|{module}")
 
 
-def redeliver(harness, after_seq: int) -> int:
-    """Have hostd deliver every logged event after ``after_seq`` again, through the real
-    sandbox, as it does when a sandbox died before acknowledging them.
-
-    :returns: how many events were delivered again.
-    """
-    harness.redeliver(after_seq)
-    return harness.log_head() - after_seq
-
-
 # -- viewings ----------------------------------------------------------------------
 
 def test_viewings_shorter_than_a_quarter_second_or_backwards_are_dropped(harness):
@@ -156,8 +146,8 @@ def test_events_delivered_again_change_nothing(harness):
     # 0 -> 9: segments 0-1; 9 -> 12: segments 1-2.
     assert _timeline(harness, course, module) == [(0, 1, 1), (1, 1, 2), (2, 1, 1)]
     info = _info(harness, course, module)
-    assert redeliver(harness, start) == 4
-    assert redeliver(harness, start + 2) == 2
+    assert harness.redeliver(start) == 4
+    assert harness.redeliver(start + 2) == 2
     assert _timeline(harness, course, module) == [(0, 1, 1), (1, 1, 2), (2, 1, 1)]
     assert _info(harness, course, module) == info
 
@@ -223,5 +213,5 @@ def test_the_pipeline_log_videos(pipeline_log):
 def test_the_pipeline_log_fed_again_gives_the_same_answers(pipeline_log):
     before = (pipeline_log.query("video_info"), [_rows(pipeline_log, v) for v in (A, B, C, D)])
     assert pipeline_log.send_events([item.event for item in read_events(LOG)])["duplicates"] == 18
-    assert redeliver(pipeline_log, 0) == 18
+    assert pipeline_log.redeliver(0) == 18
     assert (pipeline_log.query("video_info"), [_rows(pipeline_log, v) for v in (A, B, C, D)]) == before
