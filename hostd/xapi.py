@@ -7,7 +7,6 @@ with source ``xapi``. ``POST`` answers the list of statement ids; ``PUT`` with
 """
 from __future__ import annotations
 
-import json
 import re
 import uuid
 
@@ -16,6 +15,7 @@ import falcon
 from sandbox.errors import InsightsError
 
 from .errors import BadEventBatch
+from .eventbody import check_event, parse_json
 from .resources import read_body
 
 __all__ = ["XAPI_VERSION", "validate_statement", "StatementsResource", "AboutResource", "StatementConflict"]
@@ -63,6 +63,7 @@ def validate_statement(statement, index=None, statement_id: str | None = None) -
     """
     if not isinstance(statement, dict):
         _fail(index, "a statement must be a JSON object")
+    check_event(statement, index)
     for field in ("actor", "verb", "object"):
         if field not in statement:
             _fail(index, f"missing {field!r}")
@@ -109,9 +110,10 @@ class StatementsResource:
     def _read(self, req):
         body = read_body(req, self._web.config["limits.max_body_mb"])
         try:
-            return json.loads(body)
-        except ValueError as err:
-            raise BadEventBatch(None, f"invalid JSON: {err}") from None
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadEventBatch(None, "body is not UTF-8") from None
+        return parse_json(text)
 
     def on_post(self, req, resp):
         document = self._read(req)
