@@ -1,4 +1,4 @@
-"""Reading the events of a ``POST /event`` / ``GET /event`` request (SPEC §3).
+"""Reading the events of a ``POST /event`` / ``GET /event`` request.
 
 Accepted forms: a JSON object; a list of objects; a JSON-encoded string of
 either; a list of JSON strings; and the form-encoded records that

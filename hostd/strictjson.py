@@ -96,15 +96,15 @@ def _string_problem(text: str) -> str | None:
     return None
 
 
-def _key_problem(key: str) -> str | None:
-    if "\x00" in key:
+def _key_problem(key: str, stored: bool) -> str | None:
+    if stored and "\x00" in key:
         return f"key {_quote(key)!r} holds a NUL character"
-    if key.startswith("$"):
+    if stored and key.startswith("$"):
         return f"key {_quote(key)!r} starts with '$' (reserved for MongoDB operators)"
     return _string_problem(key)
 
 
-def _walk(value, path: list, depth: int, max_depth: int) -> str | None:
+def _walk(value, path: list, depth: int, max_depth: int, stored: bool) -> str | None:
     if isinstance(value, str):
         reason = _string_problem(value)
     elif isinstance(value, Refused):
@@ -119,11 +119,11 @@ def _walk(value, path: list, depth: int, max_depth: int) -> str | None:
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             if isinstance(key, str):
-                reason = _key_problem(key)
+                reason = _key_problem(key, stored)
                 if reason:
                     return f"{reason} (at {_where(path)})"
             path.append(key)
-            found = _walk(item, path, depth + 1, max_depth)
+            found = _walk(item, path, depth + 1, max_depth, stored)
             path.pop()
             if found:
                 return found
@@ -133,11 +133,14 @@ def _walk(value, path: list, depth: int, max_depth: int) -> str | None:
     return f"{reason} (at {_where(path)})" if reason else None
 
 
-def problem(value, max_depth: int = MAX_DEPTH) -> str | None:
+def problem(value, max_depth: int = MAX_DEPTH, stored: bool = True) -> str | None:
     """Find the first thing in a decoded value that the store could not hold.
 
     :param value: what :func:`loads` gave (or a part of it).
     :param max_depth: levels of objects and arrays allowed, ``value`` itself being the first.
+    :param stored: the value is to be stored as it is, so its keys must suit the store (no
+        NUL, no leading ``$``); ``False`` for values that only travel (request parameters,
+        which may well hold a MongoDB filter).
     :returns: ``None`` when all is well, else the reason and where (``"... (at a.b[2])"``).
     """
-    return _walk(value, [], 1, max_depth)
+    return _walk(value, [], 1, max_depth, stored)
