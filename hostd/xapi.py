@@ -104,11 +104,13 @@ def validate_statement(statement, index=None, statement_id: str | None = None) -
 class StatementsResource:
     """``POST /xapi/statements`` (one or a list) and ``PUT /xapi/statements?statementId=``."""
 
+    state_changing = True  # see hostd.origin
+
     def __init__(self, web):
         self._web = web
 
     def _read(self, req):
-        body = read_body(req, self._web.config["limits.max_body_mb"])
+        body = read_body(req, self._web.config)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:

@@ -57,7 +57,8 @@ class FakeWeb:
     """Stands in for :class:`hostd.web.WebContext`: what the resources use, nothing else."""
 
     def __init__(self, tmp_path, max_body_mb=1.0):
-        self.config = {"limits.max_body_mb": max_body_mb}
+        self.config = {"limits.max_body_mb": max_body_mb, "server.body_timeout_s": 10.0,
+                       "server.bind": "127.0.0.1"}
         self._snapshot = Snapshot(TABLE)
         self.table = self
         self.calls = []
