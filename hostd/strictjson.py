@@ -133,6 +133,46 @@ def _walk(value, path: list, depth: int, max_depth: int, stored: bool) -> str | 
     return f"{reason} (at {_where(path)})" if reason else None
 
 
+def _leaf_ok(value) -> bool:
+    kind = type(value)
+    if kind is str:
+        return value.isascii() or _string_problem(value) is None
+    if kind is float:
+        return math.isfinite(value)
+    if kind is int:
+        return _INT_MIN <= value <= _INT_MAX
+    return kind is not Refused
+
+
+def _all_fine(value, max_depth: int, stored: bool) -> bool:
+    """The common case, fast: whether nothing is wrong, without tracking where."""
+    stack = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        kind = type(container)
+        if kind is dict:
+            for key, item in container.items():
+                if stored and (key[:1] == "$" or "\x00" in key) or not (key.isascii() or _leaf_ok(key)):
+                    return False
+                if type(item) in (dict, list):
+                    stack.append((item, depth + 1))
+                elif not _leaf_ok(item):
+                    return False
+        elif kind is list:
+            for item in container:
+                if type(item) in (dict, list):
+                    stack.append((item, depth + 1))
+                elif not _leaf_ok(item):
+                    return False
+        elif not _leaf_ok(container):
+            return False
+        else:
+            continue
+        if depth > max_depth:
+            return False
+    return True
+
+
 def problem(value, max_depth: int = MAX_DEPTH, stored: bool = True) -> str | None:
     """Find the first thing in a decoded value that the store could not hold.
 
@@ -143,4 +183,6 @@ def problem(value, max_depth: int = MAX_DEPTH, stored: bool = True) -> str | Non
         which may well hold a MongoDB filter).
     :returns: ``None`` when all is well, else the reason and where (``"... (at a.b[2])"``).
     """
-    return _walk(value, [], 1, max_depth, stored)
+    if _all_fine(value, max_depth, stored):
+        return None
+    return _walk(value, [], 1, max_depth, stored)  # slower: finds what and where

@@ -209,3 +209,10 @@ def test_what_the_store_can_hold_is_kept_exactly():
     event = {"max": 9223372036854775807, "min": -9223372036854775808, "tiny": 1e-999, "big": 1.7e308,
              "emoji": "\U0001F600", "dotted.key": 1, "mid$dollar": 2, "deep": json.loads(nested(98))}
     assert events_from_body(body(event), JSON) == [event]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 2 ** 63, -2 ** 63 - 1, "\udc80"])
+def test_decoded_documents_are_checked_too(value):
+    with pytest.raises(BadEventBatch) as info:
+        events_from_json([ONE, {"nested": [{"value": value}]}])
+    assert info.value.index == 1 and "nested[0].value" in str(info.value)
