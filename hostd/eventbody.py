@@ -15,11 +15,19 @@ from urllib.parse import parse_qs
 from . import strictjson
 from .errors import BadEventBatch
 
-__all__ = ["EVENT_MAX_DEPTH", "parse_json", "check_event", "events_from_json", "events_from_form",
+__all__ = ["EVENT_MAX_DEPTH", "decode_body", "parse_json", "check_event", "events_from_json", "events_from_form",
            "events_from_body"]
 
 #: Levels of nesting an event may have: the log keeps each event one level down in its document.
 EVENT_MAX_DEPTH = strictjson.MAX_DEPTH - 1
+
+
+def decode_body(body: bytes) -> str:
+    """:returns: the body as text. :raises BadEventBatch: it is not UTF-8."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadEventBatch(None, "body is not UTF-8") from None
 
 
 def parse_json(text: str, index=None):
@@ -82,10 +90,7 @@ def events_from_form(fields: dict) -> list[dict]:
 def events_from_body(body: bytes, content_type: str) -> list[dict]:
     """:returns: the events of a request body, by content type."""
     content_type = (content_type or "").split(";")[0].strip().lower()
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadEventBatch(None, "body is not UTF-8") from None
+    text = decode_body(body)
     looks_like_json = text.lstrip()[:1] in ("{", "[", '"')
     if content_type == "application/x-www-form-urlencoded" and not looks_like_json:
         return events_from_form({k: v for k, v in parse_qs(text, keep_blank_values=True).items()})

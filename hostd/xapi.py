@@ -15,7 +15,7 @@ import falcon
 from sandbox.errors import InsightsError
 
 from .errors import BadEventBatch
-from .eventbody import check_event, parse_json
+from .eventbody import check_event, decode_body, parse_json
 from .resources import read_body
 
 __all__ = ["XAPI_VERSION", "validate_statement", "StatementsResource", "AboutResource", "StatementConflict"]
@@ -110,12 +110,7 @@ class StatementsResource:
         self._web = web
 
     def _read(self, req):
-        body = read_body(req, self._web.config)
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadEventBatch(None, "body is not UTF-8") from None
-        return parse_json(text)
+        return parse_json(decode_body(read_body(req, self._web.config)))
 
     def on_post(self, req, resp):
         document = self._read(req)
