@@ -8,6 +8,7 @@ from sandbox.errors import InsightsError
 from .dashboard import DashboardResource, EventPropertiesResource, SchemaResource, make_templates
 from .errors import handle_insights_error, handle_unexpected
 from .openapi import OpenAPIResource
+from .origin import OriginGuard
 from .xapi import AboutResource, StatementsResource
 from .resources import (CronRunResource, DeadLettersResource, RebuildResource, DeadLettersRetryResource, EventResource, FileResource,
                         HealthResource, ModulesResource, QueryResource, StaticResource, ViewResource)
@@ -20,7 +21,7 @@ def create_app(web) -> falcon.App:
 
     :returns: the WSGI application.
     """
-    app = falcon.App()
+    app = falcon.App(middleware=[OriginGuard(web.config["server.bind"])])
     app.req_options.auto_parse_form_urlencoded = False
     app.req_options.keep_blank_qs_values = True
     templates = make_templates()

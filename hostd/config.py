@@ -31,8 +31,13 @@ class Setting:
 SETTINGS = (
     Setting("server.bind", "127.0.0.1", str, "Address the HTTP server binds."),
     Setting("server.port", 8000, int, "TCP port of the HTTP server (0: pick a free one)."),
-    Setting("server.workers", 4, int,
-            "Number of gunicorn worker processes (each holds at most one request in flight)."),
+    Setting("server.workers", 4, int, "Number of gunicorn worker processes."),
+    Setting("server.threads", 32, int,
+            "Request threads of each worker process: requests in flight at once, per worker (idle"
+            " kept-alive connections hold none)."),
+    Setting("server.body_timeout_s", 10.0, float,
+            "How long a client may pause while sending a request body before it is answered 408"
+            " and its connection closed (a slow client holds a request thread meanwhile)."),
     Setting("server.graceful_timeout_s", 10.0, float,
             "On SIGTERM, how long in-flight requests may take to finish."),
     Setting("modules.paths", ["contrib_modules"], list,

@@ -91,7 +91,10 @@ class Daemon:
         timeout = int(max(host.config["limits.call_timeout_s"], host.config["limits.realtime_timeout_s"]) + 30)
         command = [sys.executable, "-m", "gunicorn", "--config", "python:hostd.gunicorn_conf",
                    "--bind", f"fd://{self._listener.fileno()}",
-                   "--workers", str(self.config["server.workers"]), "--worker-class", "sync",
+                   # Threads, so that slow clients cannot hold every worker (see read_body); no
+                   # keep-alive, as with sync workers: HTTPHandler, say, never closes its connection.
+                   "--workers", str(self.config["server.workers"]), "--worker-class", "gthread",
+                   "--threads", str(self.config["server.threads"]), "--keep-alive", "0",
                    "--graceful-timeout", str(math.ceil(self.config["server.graceful_timeout_s"])),
                    "--timeout", str(timeout), "--log-level", "warning", "--error-logfile", "-",
                    "hostd.wsgi:application"]

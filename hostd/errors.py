@@ -7,14 +7,15 @@ import falcon
 
 from sandbox.errors import InsightsError
 
-__all__ = ["STATUS_BY_CODE", "BadEventBatch", "PayloadTooLarge", "Forbidden", "handle_insights_error",
-           "handle_unexpected"]
+__all__ = ["STATUS_BY_CODE", "BadEventBatch", "BadBody", "BodyTimeout", "PayloadTooLarge", "Forbidden",
+           "ForeignOrigin", "handle_insights_error", "handle_unexpected"]
 
 log = logging.getLogger("insights.http")
 
 STATUS_BY_CODE = {
-    "bad_parameter": falcon.HTTP_400, "bad_event": falcon.HTTP_400, "not_found": falcon.HTTP_404,
-    "forbidden": falcon.HTTP_403, "conflict": falcon.HTTP_409, "too_large": falcon.HTTP_413,
+    "bad_parameter": falcon.HTTP_400, "bad_event": falcon.HTTP_400, "bad_body": falcon.HTTP_400,
+    "not_found": falcon.HTTP_404, "forbidden": falcon.HTTP_403, "foreign_origin": falcon.HTTP_403,
+    "body_timeout": falcon.HTTP_408, "conflict": falcon.HTTP_409, "too_large": falcon.HTTP_413,
     "module_error": falcon.HTTP_500, "load_error": falcon.HTTP_500, "internal": falcon.HTTP_500,
     "crashed": falcon.HTTP_502, "not_running": falcon.HTTP_503, "rebuilding": falcon.HTTP_503, "store_unavailable": falcon.HTTP_503,
     "timeout": falcon.HTTP_504,
@@ -38,6 +39,18 @@ class BadEventBatch(InsightsError):
         return {**super().to_reply_fields(), "index": self.index}
 
 
+class BadBody(InsightsError):
+    """The request body does not match its framing (shorter than its ``Content-Length``...)."""
+
+    code = "bad_body"
+
+
+class BodyTimeout(InsightsError):
+    """The client stopped sending its body for longer than ``server.body_timeout_s``."""
+
+    code = "body_timeout"
+
+
 class PayloadTooLarge(InsightsError):
     """The request body is over ``limits.max_body_mb``."""
 
@@ -50,12 +63,18 @@ class Forbidden(InsightsError):
     code = "forbidden"
 
 
+class ForeignOrigin(InsightsError):
+    """A state-changing request sent by a web page of another origin (a forged request)."""
+
+    code = "foreign_origin"
+
+
 def _error_body(err: InsightsError) -> dict:
     return {"error": err.to_reply_fields()}
 
 
 def handle_insights_error(req, resp, err, params):
-    """Answer a domain error as JSON with its status (SPEC §6)."""
+    """Answer a domain error as JSON with its status."""
     resp.status = STATUS_BY_CODE.get(err.code, falcon.HTTP_500)
     resp.content_type = falcon.MEDIA_JSON  # a view may have set HTML before the call failed
     resp.media = _error_body(err)

@@ -1,49 +1,120 @@
-"""The HTTP resources of hostd (SPEC §6), one noun each."""
+"""The HTTP resources of hostd, one noun each."""
 from __future__ import annotations
 
-import json
 import mimetypes
 import os
+import socket
 from pathlib import Path
 
 import falcon
 
-from sandbox.errors import EndpointNotFound
+from sandbox.errors import BadParameter, EndpointNotFound
 from sandbox.filestore import verify_path
+from sandbox.injection import check as check_params
 
-from .errors import BadEventBatch, Forbidden, PayloadTooLarge
+from . import strictjson
+from .errors import BadBody, BadEventBatch, BodyTimeout, Forbidden, PayloadTooLarge
 from .eventbody import events_from_body, events_from_form
 
 __all__ = ["ViewResource", "QueryResource", "EventResource", "ModulesResource", "HealthResource",
-           "FileResource", "StaticResource", "DeadLettersResource", "DeadLettersRetryResource", "read_body"]
+           "FileResource", "StaticResource", "DeadLettersResource", "DeadLettersRetryResource", "read_body",
+           "call_endpoint"]
 
 
-def read_body(req, max_mb: float) -> bytes:
-    """:returns: the request body. :raises PayloadTooLarge: over ``max_mb`` MiB."""
+def read_body(req, config) -> bytes:
+    """Read the whole request body, sent with a ``Content-Length`` or chunked.
+
+    The server's socket gets ``server.body_timeout_s`` as a timeout first, so a client
+    that stops sending cannot hold a worker thread for longer than that.
+
+    :param config: the configuration (``limits.max_body_mb``, ``server.body_timeout_s``).
+    :returns: the body.
+    :raises PayloadTooLarge: over ``limits.max_body_mb`` MiB.
+    :raises BadBody: shorter than its ``Content-Length`` (the client closed early), or badly chunked.
+    :raises BodyTimeout: the client stopped sending.
+    """
+    max_mb = config["limits.max_body_mb"]
     limit = int(max_mb * 1024 * 1024)
-    if req.content_length is not None and req.content_length > limit:
-        raise PayloadTooLarge(f"request body of {req.content_length} bytes is over {max_mb:g} MiB")
-    body = req.bounded_stream.read(limit + 1)
+    length = req.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"request body of {length} bytes is over {max_mb:g} MiB")
+    sock = req.env.get("gunicorn.socket")
+    if sock is not None:
+        sock.settimeout(config["server.body_timeout_s"])  # gunicorn sets it back for the next request
+    try:
+        # Without a Content-Length (chunked), the server's own reader knows where the body ends.
+        body = req.bounded_stream.read(length) if length is not None else req.stream.read(limit + 1)
+    except TimeoutError:
+        _stop_reading(sock)
+        raise BodyTimeout(f"no part of the request body arrived for {config['server.body_timeout_s']:g} s") from None
+    except Exception as err:  # the server's reader signals bad chunked framing with its own errors
+        _stop_reading(sock)
+        raise BadBody(f"unreadable request body ({type(err).__name__})") from None
     if len(body) > limit:
         raise PayloadTooLarge(f"request body is over {max_mb:g} MiB")
+    if length is not None and len(body) < length:
+        _stop_reading(sock)
+        raise BadBody(f"request body of {len(body)} bytes is shorter than its Content-Length of {length}")
     return body
 
 
-def request_params(req, max_mb: float) -> dict:
-    """:returns: parameters from the query string, merged with a JSON object body (POST)."""
+def _stop_reading(sock) -> None:
+    """End a connection whose body went wrong once the answer is sent.
+
+    gunicorn would keep it alive and, before the next request, read the rest of the
+    body, without a timeout; shut for reading, the connection ends there instead.
+    """
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass  # the client is gone already
+
+
+def request_params(req, config) -> dict:
+    """:returns: parameters from the query string, merged with a JSON object body (POST).
+
+    :raises BadParameter: a body value holds what JSON or the store cannot (``NaN``, ``1e999``...).
+    """
     params = dict(req.params)
     if req.method == "POST":
-        body = read_body(req, max_mb)
+        body = read_body(req, config)
         if body.strip():
             try:
-                document = json.loads(body)
-            except ValueError as err:
+                document = strictjson.loads(body.decode("utf-8"))
+            except ValueError as err:  # UnicodeDecodeError included
                 raise falcon.HTTPBadRequest(title="invalid JSON body", description=str(err)) from None
             if not isinstance(document, dict):
                 raise falcon.HTTPBadRequest(title="invalid JSON body",
                                             description="the body must be a JSON object of parameters")
+            for name, value in document.items():
+                reason = strictjson.problem({name: value}, stored=False)
+                if reason:
+                    raise BadParameter(name, reason)
             params.update(document)
     return params
+
+
+def call_endpoint(web, kind: str, name: str, params: dict):
+    """Call a view or query once its parameters passed the checks its sandbox would make.
+
+    :returns: the endpoint's result.
+    :raises EndpointNotFound: no such name; the message names the modules that failed
+        to load, since the name may be one of theirs.
+    :raises BadParameter: a missing or unconvertible parameter: never sent to the sandbox.
+    :raises InsightsError: whatever the call raised.
+    """
+    snapshot = web.table.snapshot()
+    try:
+        _record, endpoint = snapshot.resolve(kind, name)
+    except EndpointNotFound as err:
+        failed = sorted(n for n, record in snapshot.modules.items() if record.get("state") == "failed")
+        if failed:
+            raise EndpointNotFound(f"{err}; modules failed to load: {', '.join(failed)}"
+                                   " \N{EM DASH} it may be in one of them") from None
+        raise
+    check_params(endpoint.get("params", []), params)
+    return web.call(kind, name, params)
 
 
 class ViewResource:
@@ -54,7 +125,7 @@ class ViewResource:
 
     def on_get(self, req, resp, name):
         resp.content_type = falcon.MEDIA_HTML
-        resp.text = self._web.call("view", name, dict(req.params))
+        resp.text = call_endpoint(self._web, "view", name, dict(req.params))
 
 
 class QueryResource:
@@ -64,19 +135,21 @@ class QueryResource:
         self._web = web
 
     def on_get(self, req, resp, name):
-        resp.media = self._web.call("query", name, request_params(req, self._web.config["limits.max_body_mb"]))
+        resp.media = call_endpoint(self._web, "query", name, request_params(req, self._web.config))
 
     on_post = on_get
 
 
 class EventResource:
-    """``POST``/``GET /event``: ingestion (SPEC §3)."""
+    """``POST``/``GET /event``: ingestion."""
+
+    state_changing = True  # see hostd.origin
 
     def __init__(self, web):
         self._web = web
 
     def on_post(self, req, resp):
-        body = read_body(req, self._web.config["limits.max_body_mb"])
+        body = read_body(req, self._web.config)
         if not body.strip():
             raise BadEventBatch(None, "empty body")
         self._accept(resp, events_from_body(body, req.content_type))
@@ -104,6 +177,8 @@ class DeadLettersResource:
 
 class DeadLettersRetryResource:
     """``POST /modules/{name}/dead_letters/retry``: send them back through their handlers."""
+
+    state_changing = True  # see hostd.origin
 
     def __init__(self, web):
         self._web = web

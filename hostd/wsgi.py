@@ -8,4 +8,6 @@ import os
 from .app import create_app
 from .web import WebContext
 
-application = create_app(WebContext(os.environ["INSIGHTS_RUNTIME"]))
+#: the worker's handle on the host (see :func:`hostd.gunicorn_conf.post_worker_init`)
+web = WebContext(os.environ["INSIGHTS_RUNTIME"])
+application = create_app(web)

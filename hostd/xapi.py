@@ -7,7 +7,6 @@ with source ``xapi``. ``POST`` answers the list of statement ids; ``PUT`` with
 """
 from __future__ import annotations
 
-import json
 import re
 import uuid
 
@@ -16,6 +15,7 @@ import falcon
 from sandbox.errors import InsightsError
 
 from .errors import BadEventBatch
+from .eventbody import check_event, decode_body, parse_json
 from .resources import read_body
 
 __all__ = ["XAPI_VERSION", "validate_statement", "StatementsResource", "AboutResource", "StatementConflict"]
@@ -63,6 +63,7 @@ def validate_statement(statement, index=None, statement_id: str | None = None) -
     """
     if not isinstance(statement, dict):
         _fail(index, "a statement must be a JSON object")
+    check_event(statement, index)
     for field in ("actor", "verb", "object"):
         if field not in statement:
             _fail(index, f"missing {field!r}")
@@ -103,15 +104,13 @@ def validate_statement(statement, index=None, statement_id: str | None = None) -
 class StatementsResource:
     """``POST /xapi/statements`` (one or a list) and ``PUT /xapi/statements?statementId=``."""
 
+    state_changing = True  # see hostd.origin
+
     def __init__(self, web):
         self._web = web
 
     def _read(self, req):
-        body = read_body(req, self._web.config["limits.max_body_mb"])
-        try:
-            return json.loads(body)
-        except ValueError as err:
-            raise BadEventBatch(None, f"invalid JSON: {err}") from None
+        return parse_json(decode_body(read_body(req, self._web.config)))
 
     def on_post(self, req, resp):
         document = self._read(req)

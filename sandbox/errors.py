@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "InsightsError", "ModuleLoadError", "BadParameter", "EndpointNotFound",
     "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning", "AlreadyRunning", "Rebuilding",
+    "StoreUnavailable",
     "error_from_reply",
 ]
 
@@ -89,9 +90,23 @@ class Rebuilding(ModuleNotRunning):
     code = "rebuilding"
 
 
+class StoreUnavailable(InsightsError):
+    """The store could not be reached or refused the write.
+
+    Its message (the store's own error, which may quote stored documents) is for
+    the log; callers get a fixed one.
+    """
+
+    code = "store_unavailable"
+
+    def to_reply_fields(self) -> dict:
+        return {"code": self.code, "message": "the event store is unavailable; try again later"
+                                              " (events of this request already logged count as duplicates)"}
+
+
 _BY_CODE = {cls.code: cls for cls in (ModuleLoadError, EndpointNotFound, ModuleRaised,
                                       ModuleTimeout, ModuleCrashed, ModuleNotRunning, AlreadyRunning,
-                                      Rebuilding)}
+                                      Rebuilding, StoreUnavailable)}
 
 
 def error_from_reply(error: dict) -> InsightsError:

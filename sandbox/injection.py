@@ -4,18 +4,22 @@ A function's signature is inspected once, when its module loads
 (:func:`analyse`). At call time :func:`bind` builds the keyword arguments: the
 injected names the function asked for, then each request parameter converted by
 its annotation. Injected names can never come from a request: a request that
-names them has them dropped.
+names them has them dropped. :func:`check` applies the same conversions to the
+parameter descriptions of the module table, so that hostd refuses a bad
+parameter before the call reaches the sandbox.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass
 
 from .errors import BadParameter, ModuleLoadError
 
-__all__ = ["INJECTED", "ALIASES", "Param", "CallSignature", "analyse", "bind"]
+__all__ = ["INJECTED", "ALIASES", "Param", "CallSignature", "analyse", "bind", "check"]
 
 #: Names supplied by the runtime. ``mongodb`` is an alias of ``db``.
 INJECTED = frozenset({"db", "mongodb", "fs", "cache", "query", "view", "events", "emit",
@@ -24,6 +28,13 @@ ALIASES = {"mongodb": "db"}
 _HANDLER_ONLY = frozenset({"events"})
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+_INT_MIN, _INT_MAX = -2 ** 63, 2 ** 63 - 1  # what the store (BSON) and msgpack can carry
+_SHOWN = 40  # characters of a value quoted in a message
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
 
 
 @dataclass(frozen=True)
@@ -91,16 +102,22 @@ def _scalar(type_name: str, name: str):
             return True
         if text in _FALSE:
             return False
-        raise BadParameter(name, f"expected a boolean (true/false/1/0/yes/no), got {value!r}")
+        raise BadParameter(name, f"expected a boolean (true/false/1/0/yes/no), got {_shown(value)}")
 
     def to_number(kind):
         def convert(value):
             if isinstance(value, bool):
-                raise BadParameter(name, f"expected {kind.__name__}, got {value!r}")
+                raise BadParameter(name, f"expected {kind.__name__}, got {_shown(value)}")
             try:
-                return kind(value)
-            except (TypeError, ValueError):
-                raise BadParameter(name, f"expected {kind.__name__}, got {value!r}") from None
+                number = kind(value)
+            except (TypeError, ValueError, OverflowError):
+                raise BadParameter(name, f"expected {kind.__name__}, got {_shown(value)}") from None
+            if kind is float and not math.isfinite(number):
+                raise BadParameter(name, f"expected a finite float, got {_shown(value)}")
+            if kind is int and (isinstance(value, float) and number != value
+                                or not _INT_MIN <= number <= _INT_MAX):
+                raise BadParameter(name, f"expected a signed 64-bit integer, got {_shown(value)}")
+            return number
         return convert
 
     def to_str(value):
@@ -115,6 +132,7 @@ def _scalar(type_name: str, name: str):
     return table[type_name]
 
 
+@functools.lru_cache(maxsize=1024)
 def _converter(type_name: str, name: str):
     """:returns: a function converting one request value, or ``None`` if unsupported."""
     if type_name.startswith("list[") and type_name.endswith("]"):
@@ -190,9 +208,38 @@ def bind(signature: CallSignature, request_params: dict, services) -> dict:
     kwargs = {}
     for param in signature.params:
         if param.name in request_params:
-            kwargs[param.name] = signature._converters[param.name](request_params.pop(param.name))
+            kwargs[param.name] = _convert(signature._converters[param.name], param.name,
+                                          request_params.pop(param.name))
         elif param.required:
             raise BadParameter(param.name, "missing")
     for name in signature.injected:
         kwargs[name] = request_params if name == "params" else services(ALIASES.get(name, name))
     return kwargs
+
+
+def _convert(convert, name: str, value):
+    """A converter that fails in a way of its own is still the caller's bad parameter."""
+    try:
+        return convert(value)
+    except BadParameter:
+        raise
+    except Exception as err:
+        raise BadParameter(name, f"cannot be converted ({type(err).__name__})") from None
+
+
+def check(described: list[dict], request_params: dict) -> None:
+    """Check request parameters against an endpoint's parameter descriptions, as :func:`bind` would.
+
+    :param described: the endpoint's ``params`` (:meth:`Param.describe` of each), as the
+        module table publishes them.
+    :param request_params: the request's parameters (lists for repeated query-string keys).
+    :raises BadParameter: a missing or unconvertible parameter, named.
+    """
+    for param in described:
+        name = param["name"]
+        if name in request_params:
+            convert = _converter(param["type"], name)
+            if convert is not None:
+                _convert(convert, name, request_params[name])
+        elif param["required"]:
+            raise BadParameter(name, "missing")

@@ -121,15 +121,17 @@ def wait_announced(process: subprocess.Popen, log_path: Path, timeout_s: float =
     wait_until(announced, timeout_s, what="the dashboard URL in the log")
 
 
-def start_daemon(tmp, modules_dir: Path, running: set, failed: set) -> Daemon:
+def start_daemon(tmp, modules_dir: Path, running: set, failed: set, server: str = "") -> Daemon:
     """Start ``hostd serve --modules modules_dir`` and wait until every module settled.
 
     Its data dir is a short temporary folder (unix socket paths are short), removed
     by :func:`stop_daemon`; its config and log go to ``tmp``.
+
+    :param server: more lines of the config's ``[server]`` section.
     """
     data_dir = Path(tempfile.mkdtemp(prefix="insights-e2e-"))
     config = tmp / "hostd.toml"
-    config.write_text("[server]\nworkers = 2\n\n[limits]\ncall_timeout_s = 10\n\n"
+    config.write_text(f"[server]\nworkers = 2\n{server}\n[limits]\ncall_timeout_s = 10\n\n"
                       "[supervisor]\nbackoff_initial_s = 0.2\n", encoding="utf-8")
     process, base, log_path = launch(tmp, data_dir, config, modules_dir)
     daemon = Daemon(process, base, log_path, data_dir)

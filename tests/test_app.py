@@ -13,7 +13,7 @@ import pytest
 
 from hostd.app import create_app
 from hostd.modtable import Snapshot
-from sandbox.errors import BadParameter, ModuleCrashed, ModuleRaised, ModuleTimeout
+from sandbox.errors import BadParameter, ModuleCrashed, ModuleRaised, ModuleTimeout, StoreUnavailable
 from sandbox.filestore import FileStore, sign_path
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,13 +57,15 @@ class FakeWeb:
     """Stands in for :class:`hostd.web.WebContext`: what the resources use, nothing else."""
 
     def __init__(self, tmp_path, max_body_mb=1.0):
-        self.config = {"limits.max_body_mb": max_body_mb}
+        self.config = {"limits.max_body_mb": max_body_mb, "server.body_timeout_s": 10.0,
+                       "server.bind": "127.0.0.1"}
         self._snapshot = Snapshot(TABLE)
         self.table = self
         self.calls = []
         self.appended = []
         self._fs_master = b"m" * 32
         self._fs_dir = tmp_path / "modules"
+        self.store_down = False
 
     def snapshot(self):
         return self._snapshot
@@ -86,6 +88,8 @@ class FakeWeb:
         return {"endpoint": description["name"], "params": params}
 
     def append_events(self, events):
+        if self.store_down:
+            raise StoreUnavailable(f"event log unavailable: E11000 {{'seq': 17, '_id': ObjectId('{SECRET_DETAIL}')}}")
         self.appended.append(events)
         return {"accepted": len(events), "duplicates": 0, "ids": [f"id{i}" for i in range(len(events))]}
 
@@ -293,6 +297,76 @@ def test_event_body_over_the_limit_is_413(tmp_path):
     assert_error(client.simulate_post("/event", json=events), 413, "too_large")
     assert web.appended == []
     assert client.simulate_post("/event", json=EVENT).status_code == 202
+
+
+def test_an_unreachable_store_is_503_without_its_details(client, web):
+    web.store_down = True
+    result = client.simulate_post("/event", json=EVENT)
+    assert_error(result, 503, "store_unavailable")
+    assert SECRET_DETAIL not in result.text and "seq" not in result.text
+
+
+# -- checks hostd makes itself before a call ----------------------------------------
+
+@pytest.mark.parametrize("query_string, body", [
+    ("limit=1e999", None), ("limit=nan", None), ("limit=2.5", None), (None, b'{"limit": 1e999}'),
+    (None, b'{"limit": NaN}'), (None, b'{"limit": 99999999999999999999}'), (None, b'{"limit": "\\udc00"}'),
+])
+def test_an_unconvertible_parameter_never_reaches_the_module(client, web, query_string, body):
+    result = client.simulate_request("POST" if body else "GET", "/query/course_grades", query_string=query_string,
+                                     body=body, headers={"content-type": "application/json"})
+    error = assert_error(result, 400, "bad_parameter")
+    assert error["param"] == "limit" and "'limit'" in error["message"]
+    assert web.calls == []
+
+
+def test_a_missing_parameter_never_reaches_the_module(client, web):
+    assert assert_error(client.simulate_get("/view/user_card"), 400, "bad_parameter")["param"] == "user"
+    assert web.calls == []
+
+
+def test_an_unknown_name_names_the_modules_that_failed_to_load(client, web):
+    assert "failed" not in assert_error(client.simulate_get("/query/nothing_here"), 404, "not_found")["message"]
+    failed = {"name": "zz_failed", "state": "failed", "pid": None, "manifest": {}, "endpoints": []}
+    web._snapshot = Snapshot({"modules": {**TABLE["modules"], "zz_failed": failed, "aa_failed": failed}})
+    message = assert_error(client.simulate_get("/query/nothing_here"), 404, "not_found")["message"]
+    assert message == ("no query named 'nothing_here'; modules failed to load: aa_failed, zz_failed"
+                       " \N{EM DASH} it may be in one of them")
+
+
+def test_a_body_shorter_than_its_content_length_is_400(client, web):
+    result = client.simulate_post("/event", body=b'{"a": 1}', headers={"content-length": "50"})
+    assert_error(result, 400, "bad_body")
+    assert web.appended == []
+
+
+# -- requests forged by web pages -----------------------------------------------------
+
+@pytest.mark.parametrize("method, path", [("POST", "/event"), ("POST", "/xapi/statements"),
+                                          ("POST", "/modules/grades/dead_letters/retry")])
+@pytest.mark.parametrize("headers", [{"Origin": "http://evil.example"}, {"Origin": "null"},
+                                     {"Origin": "http://localhost:8001"}, {"Sec-Fetch-Site": "cross-site"}])
+def test_state_changing_requests_from_other_origins_are_403(client, web, method, path, headers):
+    result = client.simulate_request(method, path, json=EVENT, headers=headers)
+    assert_error(result, 403, "foreign_origin")
+    assert web.appended == []
+
+
+def test_get_event_from_another_site_is_403(client, web):
+    query = urlencode(http_handler_fields(json.dumps(EVENT)))
+    assert_error(client.simulate_get("/event", query_string=query, headers={"Sec-Fetch-Site": "cross-site"}),
+                 403, "foreign_origin")
+    assert web.appended == []
+
+
+@pytest.mark.parametrize("headers", [{}, {"Origin": "http://localhost"}, {"Origin": "http://127.0.0.1:80"},
+                                     {"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}])
+def test_own_pages_and_programs_may_post_events(client, web, headers):
+    assert client.simulate_post("/event", json=EVENT, headers=headers).status_code == 202
+
+
+def test_reading_routes_take_any_origin(client):
+    assert client.simulate_post("/query/echo", json={}, headers={"Origin": "http://evil.example"}).status_code == 200
 
 
 # -- schema, dashboard, status ----------------------------------------------------

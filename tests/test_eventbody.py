@@ -165,3 +165,54 @@ def test_form_whose_msg_is_not_json():
         events_from_body(http_handler_body("plain log line"), FORM)
     with pytest.raises(BadEventBatch):
         events_from_body(http_handler_body("{broken"), FORM)
+
+
+# -- values the store cannot hold --------------------------------------------------
+
+def nested(levels: int) -> str:
+    """A JSON object nested ``levels`` deep (the outer object being the first level)."""
+    return '{"a": ' * (levels - 1) + '{"x": 1}' + "}" * (levels - 1)
+
+
+@pytest.mark.parametrize("raw, words, index", [
+    ('{"a": NaN}', ["NaN", "at a"], 1),
+    ('{"a": Infinity}', ["Infinity"], 1),
+    ('{"a": -Infinity}', ["-Infinity"], 1),
+    ('{"a": {"b": [1, 1e999]}}', ["1e999", "64-bit float", "at a.b[1]"], 1),
+    ('{"a": 9223372036854775808}', ["9223372036854775808", "64-bit integer"], 1),
+    ('{"a": -9223372036854775809}', ["64-bit integer"], 1),
+    ('{"a": ' + "9" * 5000 + "}", ["64-bit integer"], 1),
+    ('{"a\\u0000b": 1}', ["NUL"], 1),
+    ('{"a": {"$where": 1}}', ["'$where'", "at a"], 1),
+    ('{"a": "\\ud800"}', ["surrogate"], 1),
+    ('{"\\udfff": 1}', ["surrogate"], 1),
+    (nested(100), ["deeper than 99 levels"], 1),
+    (nested(5000), ["deeper than"], None),  # past what the parser itself nests
+])
+def test_what_the_store_cannot_hold_is_refused_naming_the_item(raw, words, index):
+    with pytest.raises(BadEventBatch) as info:
+        events_from_body(f'[{{"id": "p1"}}, {raw}]'.encode(), JSON)
+    assert info.value.index == index
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_refused_inside_a_json_string_item_and_a_form_record():
+    with pytest.raises(BadEventBatch) as info:
+        events_from_json([ONE, json.dumps(ONE), '{"a": NaN}'])
+    assert info.value.index == 2 and "NaN" in str(info.value)
+    with pytest.raises(BadEventBatch, match="64-bit integer"):
+        events_from_body(http_handler_body('{"a": 18446744073709551615}'), FORM)
+
+
+def test_what_the_store_can_hold_is_kept_exactly():
+    event = {"max": 9223372036854775807, "min": -9223372036854775808, "tiny": 1e-999, "big": 1.7e308,
+             "emoji": "\U0001F600", "dotted.key": 1, "mid$dollar": 2, "deep": json.loads(nested(98))}
+    assert events_from_body(body(event), JSON) == [event]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 2 ** 63, -2 ** 63 - 1, "\udc80"])
+def test_decoded_documents_are_checked_too(value):
+    with pytest.raises(BadEventBatch) as info:
+        events_from_json([ONE, {"nested": [{"value": value}]}])
+    assert info.value.index == 1 and "nested[0].value" in str(info.value)

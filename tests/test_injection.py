@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox.errors import BadParameter, ModuleLoadError
-from sandbox.injection import INJECTED, analyse, bind
+from sandbox.injection import INJECTED, analyse, bind, check
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -319,3 +319,43 @@ def test_positional_only_parameter_is_a_load_error():
         pass
     with pytest.raises(ModuleLoadError, match="'user'"):
         analyse(f, kind="query", where="mymod.f")
+
+
+# -- values no annotation can take --------------------------------------------------
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 1e300, 2.5, 2 ** 63,
+                                   "9" * 30, "1e999", [2 ** 70]])
+def test_an_int_out_of_range_or_not_whole_is_a_bad_parameter(value):
+    def f(limit: int):
+        return limit
+    with pytest.raises(BadParameter) as info:
+        call(f, {"limit": value})
+    assert info.value.param == "limit"
+    assert len(str(info.value)) < 120  # a long value is not echoed whole
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e999", float("nan"), 10 ** 400])
+def test_a_float_that_is_not_finite_is_a_bad_parameter(value):
+    def f(ratio: float):
+        return ratio
+    with pytest.raises(BadParameter) as info:
+        call(f, {"ratio": value})
+    assert info.value.param == "ratio"
+
+
+def test_whole_floats_and_64_bit_bounds_are_ints():
+    def f(a: int, b: int, c: int):
+        return a, b, c
+    assert call(f, {"a": 3.0, "b": str(2 ** 63 - 1), "c": -2 ** 63}) == (3, 2 ** 63 - 1, -2 ** 63)
+
+
+def test_check_converts_like_bind_from_the_published_descriptions():
+    def f(db, limit: int, tags: list[int], name: str = "x"):
+        return limit
+    described = [p.describe() for p in analyse(f, kind="query", where="mod.f").params]
+    check(described, {"limit": "3", "tags": ["1", "2"], "other": object()})
+    for params, bad in (({"tags": []}, "limit"), ({"limit": 1e999, "tags": []}, "limit"),
+                        ({"limit": 1, "tags": ["x"]}, "tags"), ({"limit": 1, "tags": [], "name": {}}, "name")):
+        with pytest.raises(BadParameter) as info:
+            check(described, params)
+        assert info.value.param == bad
