@@ -32,11 +32,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
 
+import pymongo.errors
 import zmq
 
 from sandbox import protocol
-from sandbox.errors import InsightsError
+from sandbox.errors import BadParameter, InsightsError, StoreUnavailable
 
+from .eventbody import check_event
 from .supervisor import LoadFailed, Raised, Ready
 from .waker import Waker
 
@@ -253,9 +255,13 @@ class Broker(threading.Thread):
 
     def _forward_emit(self, module, identity, message, signer) -> None:
         events = message.get("events")
-        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-            self._answer(identity, signer, protocol.reply_error(message, "bad_parameter",
-                                                               "emit() takes event dicts", param="event"))
+        try:
+            if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+                raise BadParameter("event", "emit() takes event dicts")
+            for index, event in enumerate(events):  # what the store cannot keep, as for POST /event
+                check_event(event, index)
+        except InsightsError as err:
+            self._answer(identity, signer, protocol.reply_error(message, "bad_parameter", str(err), param="event"))
             return
         forwarded = protocol.request("append", 30.0, events=events, source=f"module:{module}")
         self._pending[(id(self._ingest), forwarded["id"])] = _Pending(identity, message, signer,
@@ -310,6 +316,10 @@ class Broker(threading.Thread):
             result = verb.function(message)
         except InsightsError as err:
             return None if verb.notification else protocol.reply_error(message, **err.to_reply_fields())
+        except pymongo.errors.PyMongoError:
+            log.exception("broker: %s failed: the store", message.get("type"))
+            return None if verb.notification else protocol.reply_error(
+                message, **StoreUnavailable("the store is unavailable").to_reply_fields())
         except Exception as err:
             log.exception("broker: %s failed", message.get("type"))
             return None if verb.notification else protocol.reply_error(

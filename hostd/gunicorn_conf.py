@@ -15,12 +15,3 @@ def post_fork(server, worker):
     if os.getppid() != server.pid:  # the master died before the prctl
         os._exit(1)
 
-
-def post_worker_init(worker):
-    """In each new worker, before its request threads start: open its ZeroMQ contexts.
-
-    :class:`hostd.web.WebContext` makes them on first use after a fork; done here, in
-    one thread, concurrent first requests cannot see a half-made set.
-    """
-    from hostd import wsgi
-    wsgi.web._ensure()  # noqa: SLF001 - the one place that must run it before any request

@@ -143,11 +143,11 @@ class IngestThread(threading.Thread):
             events = [e for _, m in items for e in m["events"]]
             try:
                 result = self._log.append(events, source)
-            except Exception as err:  # the store is down: answer each request with the error
-                log.exception("ingest: append failed")
+            except Exception:  # the store is down: answer each request with the error
+                log.exception("ingest: append failed")  # the store's error may quote documents: log only
                 for identity, message in items:
                     self._reply(sock, identity, protocol.reply_error(message, "store_unavailable",
-                                                                     f"event log unavailable: {err}"))
+                                                                     "event log unavailable"))
                 continue
             if result["last_seq"] is not None:
                 self._on_appended(result["last_seq"])
@@ -220,7 +220,7 @@ class IngestClient:
 
         :raises InsightsError: the log could not be written (or no answer in time).
         """
-        from sandbox.errors import InsightsError, error_from_reply
+        from sandbox.errors import StoreUnavailable, error_from_reply
         message = protocol.request("append", timeout_s, events=events, source=source, realtime=realtime)
         self._sock.send_multipart(self._signer.pack(message))
         while self._sock.poll(timeout_s * 1000):
@@ -230,7 +230,7 @@ class IngestClient:
             if reply.get("ok"):
                 return reply["result"]
             raise error_from_reply(reply.get("error") or {})
-        raise InsightsError("the event log did not answer in time")
+        raise StoreUnavailable("the event log did not answer in time")
 
     def close(self) -> None:
         """Close the socket."""

@@ -24,6 +24,9 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+from . import strictjson
+from .eventbody import EVENT_MAX_DEPTH
+
 __all__ = ["LogEvent", "Quarantined", "LogItem", "parse_line", "read_events", "read_quarantine"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -98,10 +101,14 @@ def parse_line(text: str) -> dict | None:
         raise _BadLine("no JSON object on the line")
     try:
         # text[start] is "{": a successful decode is always a dict
-        return json.loads(text[start:])
+        event = json.loads(text[start:])
     except json.JSONDecodeError as err:
         where = "" if start == len(text) - len(text.lstrip()) else " (after the log prefix)"
         raise _BadLine(f"invalid JSON at column {start + err.pos + 1}{where}: {err.msg}") from None
+    reason = strictjson.problem(event, EVENT_MAX_DEPTH)  # what hostd would refuse (NaN, 1e999...)
+    if reason:
+        raise _BadLine(reason)
+    return event
 
 
 def _decode(raw: bytes, first: bool) -> str:

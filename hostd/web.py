@@ -6,6 +6,7 @@ in a process, so gunicorn can fork workers freely.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -51,8 +52,24 @@ class RealtimeTimeout(ModuleTimeout):
         return {**super().to_reply_fields(), **self.answer}
 
 
+class _Channels:
+    """One request's connections to the host: sandboxes, the ingest thread, the control socket."""
+
+    def __init__(self, contexts: Contexts, runtime: dict, control_key: bytes, current_record):
+        self.sandboxes = SandboxClient(contexts, current_record)
+        self.ingest = IngestClient(contexts.general, runtime["ingest_endpoint"], control_key)
+        self.control = contexts.general.socket(zmq.DEALER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.connect(runtime["control_endpoint"])
+        self.control_signer = protocol.Signer(control_key)
+
+
 class WebContext:
     """A worker's handle on the host.
+
+    A worker serves requests on several threads. Each request borrows a set of
+    connections (:class:`_Channels`) from a per-process pool and gives it back, so
+    the sockets grow with the requests in flight, not with threads times modules.
 
     :param runtime_file: the host's ``run/runtime.json``.
     """
@@ -65,25 +82,25 @@ class WebContext:
         self.table = ModuleTableReader(runtime["table_file"])
         self._control_key = bytes.fromhex(runtime["control_key"])
         self._fs_master = bytes.fromhex(runtime["fs_master_key"])
+        self._lock = threading.Lock()
         self._pid = None
-        self._local = threading.local()
+        self._contexts = None
+        self._idle: list[_Channels] = []
 
-    def _ensure(self):
-        """Open this process's (and thread's) sockets on first use after a fork."""
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._contexts = Contexts()
-            self._local = threading.local()
-        local = self._local
-        if getattr(local, "sandboxes", None) is None:
-            local.sandboxes = SandboxClient(self._contexts, self._current_record)
-            local.ingest = IngestClient(self._contexts.general, self._runtime["ingest_endpoint"],
-                                        self._control_key)
-            local.control = self._contexts.general.socket(zmq.DEALER)
-            local.control.setsockopt(zmq.LINGER, 0)
-            local.control.connect(self._runtime["control_endpoint"])
-            local.control_signer = protocol.Signer(self._control_key)
-        return local
+    @contextlib.contextmanager
+    def _channels(self):
+        """Borrow a set of connections, made in this process (contexts open on first use after a fork)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._contexts, self._idle, self._pid = Contexts(), [], os.getpid()
+            channels = self._idle.pop() if self._idle else None
+        if channels is None:
+            channels = _Channels(self._contexts, self._runtime, self._control_key, self._current_record)
+        try:
+            yield channels
+        finally:
+            with self._lock:
+                self._idle.append(channels)
 
     def _current_record(self, module: str):
         return self.table.snapshot().modules.get(module)
@@ -92,9 +109,9 @@ class WebContext:
         """Call a view or query by name. :raises InsightsError: 404/400/500/502/503/504 cases."""
         record, endpoint = self.table.snapshot().resolve(kind, name)
         timeout = record["limits"]["call_timeout_s"]
-        local = self._ensure()
         try:
-            return local.sandboxes.call(record, kind, name, params, timeout)
+            with self._channels() as channels:
+                return channels.sandboxes.call(record, kind, name, params, timeout)
         except InsightsError as err:
             if err.code == "timeout":
                 self._control_send(protocol.notification("timeout_report", module=record["name"],
@@ -109,30 +126,30 @@ class WebContext:
         :raises RealtimeTimeout: realtime handlers did not finish in ``limits.realtime_timeout_s``.
         """
         realtime_timeout_s = self.config["limits.realtime_timeout_s"]
-        result = self._ensure().ingest.append(events, source, timeout_s=30.0 + realtime_timeout_s,
-                                              realtime=True)
+        with self._channels() as channels:
+            result = channels.ingest.append(events, source, timeout_s=30.0 + realtime_timeout_s, realtime=True)
         answer = {"accepted": result["accepted"], "duplicates": result["duplicates"], "ids": result["ids"]}
         if result.get("realtime_timeout"):
             raise RealtimeTimeout(result["realtime_timeout"], answer)
         return {**answer, "realtime": bool(result.get("realtime"))}
 
     def _control_send(self, message: dict) -> None:
-        local = self._ensure()
-        local.control.send_multipart(local.control_signer.pack(message))
+        with self._channels() as channels:
+            channels.control.send_multipart(channels.control_signer.pack(message))
 
     def _control_request(self, verb: str, timeout_s: float, **fields):
         """Ask the host over the control socket. :raises InsightsError: its error, or no answer in time."""
-        local = self._ensure()
-        signer = local.control_signer
-        message = protocol.request(verb, timeout_s, **fields)
-        local.control.send_multipart(signer.pack(message))
-        deadline = message["deadline"] + 1.0  # the host answers a timeout itself at the deadline
-        while local.control.poll(max(0.0, deadline - time.time()) * 1000):
-            reply = signer.unpack(local.control.recv_multipart())
-            if reply.get("id") == message["id"]:
-                if reply.get("ok"):
-                    return reply["result"]
-                raise error_from_reply(reply.get("error") or {})
+        with self._channels() as channels:
+            signer = channels.control_signer
+            message = protocol.request(verb, timeout_s, **fields)
+            channels.control.send_multipart(signer.pack(message))
+            deadline = message["deadline"] + 1.0  # the host answers a timeout itself at the deadline
+            while channels.control.poll(max(0.0, deadline - time.time()) * 1000):
+                reply = signer.unpack(channels.control.recv_multipart())
+                if reply.get("id") == message["id"]:
+                    if reply.get("ok"):
+                        return reply["result"]
+                    raise error_from_reply(reply.get("error") or {})
         raise ModuleTimeout(f"hostd did not answer {verb} in time")
 
     def module_status(self) -> dict:

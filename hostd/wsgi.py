@@ -8,6 +8,6 @@ import os
 from .app import create_app
 from .web import WebContext
 
-#: the worker's handle on the host (see :func:`hostd.gunicorn_conf.post_worker_init`)
+#: the worker's handle on the host
 web = WebContext(os.environ["INSIGHTS_RUNTIME"])
 application = create_app(web)

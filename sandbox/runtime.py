@@ -174,6 +174,8 @@ class _Server:
             run = self.runtime.prepare_message(message)
         except (BadParameter, EndpointNotFound) as err:
             return protocol.reply_error(message, **err.to_reply_fields())
+        except Exception as err:  # e.g. an event a property cannot read: answered, never dropped
+            return self._module_raised(message, err)
         try:
             return protocol.reply_ok(message, run())
         except BadParameter as err:

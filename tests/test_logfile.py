@@ -279,3 +279,15 @@ def test_read_quarantine_gzip(tmp_path):
     path.write_bytes(gzip.compress(b'{"file": "x", "line": 7, "reason": "r", "text": "{\\"a\\": 1}"}\n'))
     assert list(read_quarantine(path)) == [LogEvent("x", 7, {"a": 1})]
 
+
+
+def test_a_line_hostd_would_refuse_is_quarantined_not_sent(tmp_path):
+    """NaN, 1e999 and the like are valid to Python's json but not to hostd: such a line goes to
+    quarantine with the reason, instead of making hostd refuse the whole batch it is in."""
+    from hostd.logfile import Quarantined, read_events
+    log = tmp_path / "t.log"
+    log.write_text('{"a": 1}\n{"b": NaN}\n{"c": 1e999}\n{"d": 2}\n', encoding="utf-8")
+    items = list(read_events(log))
+    assert [type(i).__name__ for i in items] == ["LogEvent", "Quarantined", "Quarantined", "LogEvent"]
+    assert "not a JSON number" in items[1].reason and "1e999" in items[2].text
+    assert isinstance(items[2], Quarantined)
