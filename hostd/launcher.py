@@ -163,7 +163,7 @@ class Launcher:
             self._isolation.release(module)
 
     def forget(self, module: str) -> None:
-        """The module was removed: its CPU goes to others."""
+        """The module was removed or failed: its CPU goes to the others."""
         if self._placement is not None:
             self._placement.release(module)
 

@@ -241,6 +241,7 @@ class ModuleSupervisor:
             return
         if status == protocol.EXIT_LOAD_FAILED and self._load_failed:
             self._discard_sandbox()
+            self._launcher.forget(self.name)  # its CPU goes to modules that run
             self._enter(ModuleState.FAILED)
             return
         log.warning("module %s: sandbox exited with status %s", self.name, status)
@@ -256,6 +257,7 @@ class ModuleSupervisor:
         if self.sandbox is not None:
             self.sandbox.kill()
             self._discard_sandbox()
+        self._launcher.forget(self.name)  # its CPU goes to modules that run
         self._enter(ModuleState.FAILED)
 
     def _apply(self, report) -> None:

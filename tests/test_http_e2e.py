@@ -785,7 +785,9 @@ def test_each_sandbox_runs_on_one_cpu_with_its_zeromq_threads(hostd):
         assert len(threads) >= 2  # its own and ZeroMQ's I/O thread
         assert {_allowed_cpus(process.pid, tid) for tid in threads} == {str(cpu)}, name
         per_cpu[cpu] = per_cpu.get(cpu, 0) + 1
-    most = -(-len(running) // len(available))  # spread: no CPU holds more than its share
+    # spread: no CPU holds more than its share. A module that failed after its launch gave its
+    # CPU back, but those that started meanwhile keep theirs: count it in the share.
+    most = -(-len(status) // len(available))
     assert max(per_cpu.values()) <= most, per_cpu
 
 
