@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = [
     "InsightsError", "ModuleLoadError", "BadParameter", "EndpointNotFound",
     "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning",
-    "error_from_reply",
+    "FileQuotaExceeded", "error_from_reply",
 ]
 
 
@@ -73,6 +73,16 @@ class ModuleNotRunning(InsightsError):
     """The module exists but its sandbox is not running."""
 
     code = "not_running"
+
+
+class FileQuotaExceeded(InsightsError):
+    """A write would take a module's files past its ``limits.fs_mb``; the file is left as it was.
+
+    Raised in the module by the ``write`` (or ``close``) of a file from ``fs.open``; the
+    module's other files, and the module itself, are unaffected.
+    """
+
+    code = "file_quota_exceeded"
 
 
 _BY_CODE = {cls.code: cls for cls in (ModuleLoadError, EndpointNotFound, ModuleRaised,
