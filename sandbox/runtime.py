@@ -28,7 +28,7 @@ from . import confine, protocol, rendering
 from .cache import Cache
 from .errors import BadParameter, EndpointNotFound, ModuleTimeout
 from .events import Event
-from .filestore import FileStore
+from .filestore import BaseFileStore, open_file_store
 from .injection import bind
 from .loader import load_module
 from .properties import build_registry
@@ -73,11 +73,14 @@ class ModuleRuntime:
         return self._db
 
     @property
-    def fs(self) -> FileStore:
-        """The module's file store."""
+    def fs(self) -> BaseFileStore:
+        """The module's file store: spec ``fs_backend`` (default local), quota ``fs_mb`` (default none)."""
         if self._fs is None:
-            self._fs = FileStore(self._spec["fs_root"], self.loaded.name,
-                                 bytes.fromhex(self._spec["fs_key"]))
+            backend = self._spec.get("fs_backend", "local")
+            self._fs = open_file_store(backend, self.loaded.name, bytes.fromhex(self._spec["fs_key"]),
+                                       root=self._spec["fs_root"],
+                                       database=self.db if backend == "gridfs" else None,
+                                       limit_mb=self._spec.get("fs_mb"))
         return self._fs
 
     def emit(self, event) -> list:
