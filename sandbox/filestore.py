@@ -319,6 +319,15 @@ class BaseFileStore:
         """:returns: the bytes the module's files take together (what the quota counts)."""
         return self._usage()
 
+    def remove_stale_staging(self, older_than_s: float, now: float | None = None) -> int:
+        """Delete what writers that died before closing their file left in the store.
+
+        :param older_than_s: only what was left at least this long ago.
+        :returns: how many staging files were deleted (none by default: a backend that
+            stages outside the store leaves nothing there).
+        """
+        return 0
+
     # -- shared behaviour -----------------------------------------------------------
     def _drop_if_expired(self, name: str) -> None:
         when = self._expiry(name)
@@ -441,7 +450,6 @@ class FileStore(BaseFileStore):
 
     def _path(self, name: str) -> Path:
         """:returns: the file's path. :raises UnsafePath: a part of it is a symbolic link."""
-        self._root.mkdir(parents=True, exist_ok=True)
         current = self._root
         for part in name.split("/"):
             current = current / part
@@ -475,8 +483,8 @@ class FileStore(BaseFileStore):
     def _children(self, folder):
         if folder:
             return os.listdir(self._path(folder))
-        self._root.mkdir(parents=True, exist_ok=True)
-        return [n for n in os.listdir(self._root) if not n.startswith(RESERVED_PREFIX)]
+        names = os.listdir(self._root) if self._root.is_dir() else []
+        return [n for n in names if not n.startswith(RESERVED_PREFIX)]
 
     def _reader(self, name):
         return open(self._path(name), "rb")
@@ -555,10 +563,6 @@ class FileStore(BaseFileStore):
         return [name for name, when in self._read_expiries().items() if when <= now]
 
     def remove_stale_staging(self, older_than_s: float, now: float | None = None) -> int:
-        """Delete staging files left by writers that died (older than ``older_than_s``).
-
-        :returns: how many were deleted.
-        """
         folder = self._root / _STAGING_DIR
         cutoff = (time.time() if now is None else now) - older_than_s
         removed = 0

@@ -462,6 +462,9 @@ def test_local_stale_staging_files_are_removed(local_fs):
     assert local_fs.remove_stale_staging(3600) == 0
     assert local_fs.remove_stale_staging(3600, now=time.time() + 7200) == 1
     assert os.listdir(staged) == []
+    with pytest.raises(FileNotFoundError):  # the writer was not dead after all: its content is gone
+        handle.close()
+    assert not local_fs.exists("a.txt")
 
 
 def test_symlink_inside_pointing_outside_is_unsafe(local_fs, tmp_path):
