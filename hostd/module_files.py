@@ -56,10 +56,13 @@ def _setting(config, key: str, default):
 
 
 class WebFiles:
-    """The file stores a web worker serves from, with one store client per worker process.
+    """The file stores a web worker serves from.
 
-    :param web: the worker's :class:`~hostd.web.WebContext` (its ``config``,
-        ``module_fs_root(module)`` and, when it has one, ``store_url``).
+    The store client is the web context's ``store_client()`` when it has one, else one
+    of its own per worker process, connected to :meth:`store_url`.
+
+    :param web: the worker's :class:`~hostd.web.WebContext` (its ``config`` and
+        ``module_fs_root(module)``; ``store_client()`` or ``store_url`` when it has them).
     """
 
     def __init__(self, web):
@@ -76,6 +79,8 @@ class WebFiles:
 
     def _database(self, module: str):
         name = module_db_name(module)
+        if hasattr(self._web, "store_client"):
+            return self._web.store_client()[name]
         with self._lock:
             if self._pid != os.getpid():  # a client must not cross a fork
                 self._client, self._pid = connect(self.store_url()), os.getpid()
