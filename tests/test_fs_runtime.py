@@ -6,10 +6,13 @@ sandbox process calls it, against a real embedded store.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
+import time
 
 import gridfs
 import pytest
+from test_readme_examples import example_module
 
 from hostd.store import EmbeddedStore, connect
 from sandbox.errors import FileQuotaExceeded
@@ -72,8 +75,8 @@ def runtime(module_dir, tmp_path, store_url):
         probe.db.client.close()  # the sandbox process would simply exit
 
 
-def call(runtime, endpoint, **params):
-    return runtime.prepare_message({"kind": "query", "name": endpoint, "params": params})()
+def call(runtime, endpoint, kind="query", **params):
+    return runtime.prepare_message({"kind": kind, "name": endpoint, "params": params})()
 
 
 def test_without_the_new_spec_keys_fs_is_the_local_folder_without_limit(runtime, tmp_path):
@@ -102,3 +105,23 @@ def test_gridfs_backend_and_quota_from_the_spec(runtime, tmp_path, store_url):
     finally:
         client.close()
     assert not (tmp_path / "data" / "fs").exists()  # nothing went to the local folder
+
+
+def test_the_readme_example(tmp_path, store_url):
+    folder = tmp_path / "modules" / "files"
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text(example_module("files"), encoding="utf-8")
+    spec = {"module": "files", "store_url": store_url, "db_name": "mod_files", "fs_backend": "gridfs",
+            "fs_mb": 0.001, "fs_root": str(tmp_path / "fs"), "fs_key": os.urandom(32).hex()}
+    files = ModuleRuntime(load_module(folder, "files"), spec, upcaller=None)
+    try:
+        page = call(files, "report", kind="view")
+        assert re.fullmatch(r'<a href="/fs/files/reports/today\.csv\?expires=\d+&sig=[0-9a-f]{64}">today</a>', page)
+        assert files.fs.listdir("reports") == ["today.csv"]
+        assert call(files, "save", name="a.txt", text="hello") == "saved"
+        assert call(files, "save", name="b.txt", text="x" * 2000).startswith("not saved: writing 'b.txt'")
+        assert files.fs.listdir() == ["a.txt", "reports"]
+        assert files.fs.purge_expired(now=time.time() + 24 * 3600 + 1) == 1
+        assert files.fs.listdir() == ["a.txt"]
+    finally:
+        files.db.client.close()
