@@ -531,18 +531,26 @@ class FileStore(BaseFileStore):
 
     @contextmanager
     def _expiries(self):
-        """The expiry times ``{name: time}``, locked; changes are saved on exit."""
+        """The expiry times ``{name: time}``, locked; changes are saved on exit.
+
+        hostd (its sweeper, its web workers) and the sandbox, which may run under
+        another uid, share these files: the lock is taken on a read-only descriptor
+        and the times are replaced by a new readable file, so neither needs to write
+        a file the other created.
+        """
         self._root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._root / _LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self._root / _LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             expiries = self._read_expiries()
             before = dict(expiries)
             yield expiries
             if expiries != before:
-                tmp = self._root / (_EXPIRY_FILE + ".tmp")
-                tmp.write_text(json.dumps(expiries))
-                tmp.replace(self._root / _EXPIRY_FILE)
+                tmp_fd, tmp = tempfile.mkstemp(dir=self._root, prefix=_EXPIRY_FILE + ".")
+                with open(tmp_fd, "w", encoding="utf-8") as handle:
+                    os.fchmod(tmp_fd, 0o644)
+                    json.dump(expiries, handle)
+                os.replace(tmp, self._root / _EXPIRY_FILE)
         finally:
             os.close(fd)
 

@@ -9,9 +9,11 @@ that name: a reader meanwhile takes the newest. The bucket's collections are
 tables named ``insights_fs_files`` and ``insights_fs_chunks``, names a module must
 not give its own collections.
 
-Only plain GridFS calls and equality or range filters on top-level and
-``metadata`` fields are used (no regular expressions, no aggregation), which the
-embedded store and MongoDB answer alike.
+Queries on the files collection keep to what the embedded store's GridFS answers
+as MongoDB does: all files, equality on ``filename``, ``$lte`` on
+``metadata.expires``, and ``$set`` of the whole ``metadata`` (it answers ranges
+and ``$in`` on ``filename``, or regular expressions, with nothing). Folders are
+therefore found by reading the file names.
 """
 from __future__ import annotations
 

@@ -6,7 +6,12 @@ real embedded store (one database per test).
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -499,3 +504,51 @@ def test_gridfs_files_are_in_the_module_database(mongo):
     assert docs[0]["length"] == 3
     assert docs[0]["metadata"]["expires"] > time.time()
     assert list(database[f"{BUCKET}.chunks"].find({"files_id": docs[0]["_id"]}))[0]["data"] == b"two"
+
+
+SANDBOX_STEP = """
+import json, os, sys, time
+from sandbox.filestore import FileStore
+uid, root, step = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+os.setgid(uid)
+os.setuid(uid)
+fs = FileStore(root, "mymod", b"k" * 32)
+for name in ("a.txt", "b.txt", "c.txt", "d.txt") if step == "write" else ("d.txt",):
+    with fs.open(name, "w") as handle:
+        handle.write(name)
+if step == "write":
+    fs.expire("a.txt", 100)
+else:
+    fs.expire("b.txt", 100)
+    fs.remove("c.txt")
+    fs.expire("d.txt", 50)
+print(json.dumps(sorted(fs.listdir())))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as hostd and as a sandbox's own uid")
+def test_hostd_as_root_and_a_sandbox_under_its_own_uid_share_the_bookkeeping():
+    """An isolated sandbox runs under a uid of its own while hostd's sweeper, as root, deletes for it."""
+    uid = 61999
+    root = tempfile.mkdtemp(prefix="insights-fs-uid-")
+    try:
+        os.chmod(root, 0o755)
+        os.chown(root, uid, uid)
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+        def as_sandbox(step):
+            done = subprocess.run([sys.executable, "-c", SANDBOX_STEP, str(uid), root, step], cwd=repo,
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        assert as_sandbox("write") == ["a.txt", "b.txt", "c.txt", "d.txt"]
+        os.unlink(os.path.join(root, ".insights-lock"))  # as if hostd had made it first
+        hostd = FileStore(root, "mymod", b"")
+        assert hostd.purge_expired(now=time.time() + 200) == 1
+        assert os.stat(os.path.join(root, ".insights-lock")).st_uid == 0
+        assert as_sandbox("rewrite") == ["b.txt", "d.txt"]
+        assert hostd.purge_expired(now=time.time() + 200) == 2
+        assert [n for n in os.listdir(root) if not n.startswith(".insights-")] == []
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
