@@ -24,11 +24,11 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
 from .errors import FileQuotaExceeded
+from .staged_file import OpenMode, StagedFile
 
 __all__ = ["BaseFileStore", "FileStore", "open_file_store", "normal_name", "sign_path", "verify_path",
            "UnsafePath", "BACKENDS", "RESERVED_PREFIX"]
@@ -83,136 +83,6 @@ def normal_name(name) -> str:
     return path.as_posix()
 
 
-@dataclass(frozen=True)
-class _Mode:
-    """An ``open`` mode, checked as the built-in ``open`` checks it."""
-
-    text: str
-    kind: str  # r, w, a or x
-    plus: bool
-    binary: bool
-
-    @classmethod
-    def parse(cls, mode) -> "_Mode":
-        """:raises ValueError: not a mode the built-in ``open`` accepts."""
-        if not isinstance(mode, str) or len(set(mode)) != len(mode) or not set(mode) <= set("rwaxbt+"):
-            raise ValueError(f"invalid mode: {mode!r}")
-        kinds = [char for char in mode if char in "rwax"]
-        if len(kinds) != 1 or ("b" in mode and "t" in mode):
-            raise ValueError(f"invalid mode: {mode!r}")
-        return cls(mode, kinds[0], "+" in mode, "b" in mode)
-
-    @property
-    def writes(self) -> bool:
-        return self.kind != "r" or self.plus
-
-    @property
-    def keeps_content(self) -> bool:
-        """Whether writing starts from the file's current content (``r+``, ``a``)."""
-        return self.kind in "ra"
-
-
-class _StagedFile(io.BufferedIOBase):
-    """A file open for writing: bytes go to a staging file, published whole on close.
-
-    Each write is checked against the room the quota leaves; the first one past it
-    discards the staging file, closes this one and raises.
-
-    :param name: the file's name in the store.
-    :param mode: its :class:`_Mode`.
-    :param staging: a readable, writable, seekable binary file (the new content so far).
-    :param room: the largest size the file may reach (None: no limit).
-    :param publish: ``publish(staging)`` puts the content into the store (and closes staging).
-    :param discard: ``discard(staging)`` drops it.
-    :param over_quota: ``over_quota(size)`` builds the error for a file of ``size`` bytes.
-    """
-
-    def __init__(self, name: str, mode: _Mode, staging, room, publish, discard, over_quota):
-        super().__init__()
-        self.name = name
-        self.mode = mode.text
-        self._kind = mode
-        self._staging = staging
-        self._room = room
-        self._publish, self._discard, self._over_quota = publish, discard, over_quota
-        self._size = staging.seek(0, io.SEEK_END)
-        if mode.kind != "a":
-            staging.seek(0)
-
-    def readable(self) -> bool:
-        return self._kind.kind == "r" or self._kind.plus
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def _live(self) -> None:
-        if self.closed:
-            raise ValueError("I/O operation on closed file.")
-
-    def _grow(self, size: int) -> None:
-        """Allow the file to reach ``size`` bytes, or drop it. :raises FileQuotaExceeded:"""
-        if size > self._size and self._room is not None and size > self._room:
-            error = self._over_quota(size)
-            self._abandon()
-            raise error
-        self._size = max(self._size, size)
-
-    def write(self, data) -> int:
-        self._live()
-        data = memoryview(data).cast("B")
-        if self._kind.kind == "a":
-            self._staging.seek(0, io.SEEK_END)
-        self._grow(self._staging.tell() + len(data))
-        return self._staging.write(data)
-
-    def truncate(self, size=None) -> int:
-        self._live()
-        size = self._staging.tell() if size is None else size
-        self._grow(size)
-        self._size = size
-        return self._staging.truncate(size)
-
-    def read(self, size=-1) -> bytes:
-        self._live()
-        if not self.readable():
-            raise io.UnsupportedOperation("read")
-        return self._staging.read(-1 if size is None else size)
-
-    def read1(self, size=-1) -> bytes:
-        return self.read(size)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._live()
-        return self._staging.seek(offset, whence)
-
-    def tell(self) -> int:
-        self._live()
-        return self._staging.tell()
-
-    def flush(self) -> None:
-        self._live()
-
-    def _abandon(self) -> None:
-        try:
-            self._discard(self._staging)
-        finally:
-            super().close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            self._publish(self._staging)
-        except BaseException:
-            self._discard(self._staging)
-            raise
-        finally:
-            super().close()
-
-
 class BaseFileStore:
     """The files of one module (the injected ``fs``), whatever keeps them.
 
@@ -248,14 +118,16 @@ class BaseFileStore:
         :raises UnsafePath: see :func:`normal_name`.
         """
         name = normal_name(name)
-        kind = _Mode.parse(mode)
-        if kind.binary and (encoding is not None or errors is not None or newline is not None):
+        plan = OpenMode.parse(mode)
+        if plan.binary and (encoding is not None or errors is not None or newline is not None):
             raise ValueError("binary mode doesn't take an encoding, errors or newline argument")
-        raw = self._open_for_writing(name, kind) if kind.writes else self._open_for_reading(name)
-        if kind.binary:
+        raw = self._open_for_writing(name, plan) if plan.writes else self._open_for_reading(name)
+        if plan.binary:
             return raw
-        text = io.TextIOWrapper(raw, io.text_encoding(encoding), errors, newline, write_through=kind.writes)
-        text.mode = kind.text
+        # write_through: each text write reaches the staged file at once, so a write past
+        # the quota raises at that write rather than at a later flush
+        text = io.TextIOWrapper(raw, io.text_encoding(encoding), errors, newline, write_through=plan.writes)
+        text.mode = plan.text
         return text
 
     def exists(self, name: str) -> bool:
@@ -347,7 +219,7 @@ class BaseFileStore:
         self._require(name, "file")
         return self._reader(name)
 
-    def _open_for_writing(self, name: str, mode: _Mode):
+    def _open_for_writing(self, name: str, mode: OpenMode):
         self._drop_if_expired(name)
         parts = name.split("/")
         for depth in range(1, len(parts)):
@@ -373,7 +245,7 @@ class BaseFileStore:
                 f"writing {name!r} would take module {self._module!r}'s files to {total / _MIB:.2f} MiB,"
                 f" over its limit of {self._limit_mb:g} MiB (limits.fs_mb); {name!r} {fate}")
 
-        return _StagedFile(name, mode, staging, room, lambda s: self._publish(name, s), self._discard,
+        return StagedFile(name, mode, staging, room, lambda s: self._publish(name, s), self._discard,
                            over_quota)
 
     # -- what a backend provides -------------------------------------------------------
