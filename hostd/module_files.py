@@ -16,7 +16,7 @@ from .store import connect, module_db_name, store_url_path
 
 __all__ = ["ModuleFiles", "WebFiles"]
 
-_DB_PREFIX = module_db_name("x")[:-1]
+_DB_PREFIX = module_db_name("x")[:-1]  # "mod_": what a module's database name starts with
 
 
 class ModuleFiles:

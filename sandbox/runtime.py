@@ -2,8 +2,9 @@
 
 Started as ``python -m sandbox SPEC_FILE`` by hostd (or the harness). The spec
 file (JSON, mode 0600) carries the module's folder, the ipc endpoints, the
-channel key, the store URL and the file-store folder and key; the key never
-appears in argv or the environment.
+channel key, the store URL and the file store's folder, key, backend
+(``fs_backend``) and quota (``fs_mb``); the key never appears in argv or the
+environment.
 
 Life of a sandbox: read the spec; connect to hostd's upcall socket; load the
 module (on failure: send ``load_failed`` with the traceback and exit with
