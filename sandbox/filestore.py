@@ -221,11 +221,11 @@ class BaseFileStore:
 
     def _open_for_writing(self, name: str, mode: OpenMode):
         self._drop_if_expired(name)
+        kind = self._kind(name)
         parts = name.split("/")
-        for depth in range(1, len(parts)):
+        for depth in range(1, len(parts) if kind is None else 0):  # a file's parents are folders
             if self._kind("/".join(parts[:depth])) == "file":
                 raise NotADirectoryError(errno.ENOTDIR, "a parent is a file", name)
-        kind = self._kind(name)
         if kind == "dir":
             raise IsADirectoryError(errno.EISDIR, "is a folder", name)
         if kind is not None and mode.kind == "x":
