@@ -26,6 +26,8 @@ class Setting:
     default: object
     type: type
     help: str
+    #: the values allowed (empty: any value of the type)
+    choices: tuple = ()
 
 
 SETTINGS = (
@@ -52,12 +54,21 @@ SETTINGS = (
             "Acknowledge events only once the store has synced them to disk (safe against power"
             " loss; the embedded store then syncs every document, about 2,000 events/s). false:"
             " acknowledged events survive a crash of hostd or of the store, not of the machine."),
+    Setting("storage.fs", "local", str,
+            "Where modules' files (fs) live. local: in data_dir/modules/<module>/fs on this"
+            " machine; gridfs: in GridFS in each module's own database (bucket insights_fs),"
+            " shared by every hostd node on that MongoDB.", choices=("local", "gridfs")),
+    Setting("storage.fs_sweep_s", 60.0, float,
+            "How often hostd deletes the modules' files whose fs.expire time has come, in seconds."),
     Setting("limits.call_timeout_s", 30.0, float,
             "Wall-clock limit of one call into a sandbox; past it the caller gets 504."),
     Setting("limits.memory_mb", 1024, int, "Memory limit of one sandbox, in MiB."),
     Setting("limits.max_processes", 64, int,
             "Processes and threads one sandbox may run (a cgroup limit when hostd is root)."),
     Setting("limits.max_open_files", 256, int, "Files and sockets one sandbox may hold open."),
+    Setting("limits.fs_mb", 1024.0, float,
+            "Total size of one module's files (fs), in MiB: a write past it raises"
+            " FileQuotaExceeded in the module and the file is left as it was (0: no limit)."),
     Setting("limits.max_body_mb", 16.0, float, "Largest request body accepted, in MiB (else 413)."),
     Setting("limits.max_retries", 5, int,
             "Times a failing event handler is retried on one event before it is dead-lettered."),
@@ -102,6 +113,9 @@ def _coerce(setting: Setting, value, origin: str):
         raise ConfigError(f"{origin}: {setting.key} must be {setting.type.__name__}, got {value!r}")
     if setting.type is list and not all(isinstance(item, str) for item in value):
         raise ConfigError(f"{origin}: {setting.key} must be a list of strings, got {value!r}")
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(f"{origin}: {setting.key} must be one of {', '.join(map(repr, setting.choices))},"
+                          f" got {value!r}")
     return value
 
 

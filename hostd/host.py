@@ -25,6 +25,7 @@ from .control import ControlService
 from .delivery import Delivery, DeliverySettings
 from .discovery import discover
 from .forkclient import ForkServer
+from .fs_sweeper import ExpirySweeper, FileSweeper
 from .handlers import HandlerTable
 from .ingest import IngestThread
 from .isolation import Isolation
@@ -82,6 +83,7 @@ class Host:
         self._rebuilds: Rebuilds | None = None
         self._monitor: threading.Thread | None = None
         self._reloader: Reloader | None = None
+        self._fs_sweeper: FileSweeper | None = None
         self._policy = RestartPolicy.from_config(config)
 
     # -- lifecycle -----------------------------------------------------------
@@ -148,6 +150,9 @@ class Host:
         self.delivery.start()
         self.realtime.start()
         self.scheduler.start()
+        self._fs_sweeper = FileSweeper(ExpirySweeper(self.config["storage.fs"], self.paths.data / "modules",
+                                                     self.storage.client), self.config["storage.fs_sweep_s"])
+        self._fs_sweeper.start()
         self._monitor = threading.Thread(target=self._monitor_loop, name="insights-monitor", daemon=True)
         self._monitor.start()
         if self._explicit_modules is None and self.config["modules.reload"]:
@@ -157,7 +162,8 @@ class Host:
     def stop(self) -> None:
         """Stop the threads, every sandbox at once, then the store; release the data dir. Idempotent."""
         self._stopping.set()
-        for thread in (self._reloader, self._monitor, self.scheduler, self.delivery, self.realtime):
+        for thread in (self._reloader, self._fs_sweeper, self._monitor, self.scheduler, self.delivery,
+                       self.realtime):
             if thread is not None and thread.is_alive():
                 if hasattr(thread, "stop"):
                     thread.stop()

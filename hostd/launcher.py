@@ -187,6 +187,7 @@ class Launcher:
             "call_endpoint": self.call_endpoint(module), "upcall_endpoint": self.upcall_endpoint(module),
             "store_url": store_url, "db_name": f"mod_{module}",
             "fs_root": str(self._paths.module_data(module) / "fs"), "fs_key": fs_key.hex(),
+            "fs_backend": self._settings["storage.fs"], "fs_mb": limits["fs_mb"],
             "parent_pid": self._forkserver.process.pid if forked else os.getpid(),
             "log_level": self._settings["logging.level"],
             "call_timeout_s": limits["call_timeout_s"],

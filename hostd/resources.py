@@ -4,7 +4,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import socket
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import falcon
 
@@ -15,6 +15,7 @@ from sandbox.injection import check as check_params
 from . import strictjson
 from .errors import BadBody, BadEventBatch, BodyTimeout, Forbidden, PayloadTooLarge
 from .eventbody import events_from_body, events_from_form
+from .module_files import WebFiles
 
 __all__ = ["ViewResource", "QueryResource", "EventResource", "ModulesResource", "HealthResource",
            "FileResource", "StaticResource", "DeadLettersResource", "DeadLettersRetryResource", "read_body",
@@ -233,27 +234,38 @@ class HealthResource:
 
 
 class FileResource:
-    """``GET /fs/{module}/{path}``: a module's file, with a valid signature from ``fs.get_url``."""
+    """``GET /fs/{module}/{path}``: a module's file, with a valid signature from ``fs.get_url``.
+
+    The file comes from the backend ``storage.fs`` names; one that expired is 404 even
+    before the sweeper deleted it.
+    """
 
     def __init__(self, web):
         self._web = web
+        self._files = WebFiles(web)
 
     def on_get(self, req, resp, module, path):
         if not verify_path(self._web.fs_key(module), module, path, req.get_param("expires"),
                            req.get_param("sig")):
             raise Forbidden("missing, bad or expired signature")
-        root = Path(self._web.module_fs_root(module)).resolve()
-        target = (root / path).resolve()
-        if root not in target.parents or not target.is_file():
-            raise falcon.HTTPNotFound(title="no such file")
-        send_file(resp, target)
+        try:
+            stream = self._files.store(module).open(path, "rb")
+        except (OSError, ValueError):  # missing, expired, a folder, an unsafe name
+            raise falcon.HTTPNotFound(title="no such file") from None
+        send_stream(resp, path, stream)
 
 
 def send_file(resp, path: Path) -> None:
     """Answer with the file at ``path``, its content type guessed from its name."""
-    resp.content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    resp.stream = open(path, "rb")
-    resp.content_length = os.path.getsize(path)
+    send_stream(resp, path.name, open(path, "rb"))
+
+
+def send_stream(resp, name: str, stream) -> None:
+    """Answer with an open binary ``stream``, its content type guessed from ``name``."""
+    resp.content_type = mimetypes.guess_type(PurePosixPath(name).name)[0] or "application/octet-stream"
+    resp.content_length = stream.seek(0, os.SEEK_END)
+    stream.seek(0)
+    resp.stream = stream
 
 
 class StaticResource:

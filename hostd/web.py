@@ -102,6 +102,11 @@ class WebContext:
             with self._lock:
                 self._idle.append(channels)
 
+    @property
+    def store_url(self) -> str:
+        """The store's URL (the GridFS file backend reads through it)."""
+        return self._runtime["store_url"]
+
     def _current_record(self, module: str):
         return self.table.snapshot().modules.get(module)
 

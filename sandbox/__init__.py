@@ -4,10 +4,10 @@
     from sandbox import event_property, event_source      # in a properties.py
 """
 from .decorators import cron, event_handler, query, view
-from .errors import BadParameter
+from .errors import BadParameter, FileQuotaExceeded
 from .events import Event
 from .properties import event_property, event_source
 from .rendering import render
 
-__all__ = ["view", "query", "event_handler", "cron", "Event", "BadParameter", "event_property",
-           "event_source", "render"]
+__all__ = ["view", "query", "event_handler", "cron", "Event", "BadParameter", "FileQuotaExceeded",
+           "event_property", "event_source", "render"]

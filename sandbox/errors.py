@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = [
     "InsightsError", "ModuleLoadError", "BadParameter", "EndpointNotFound",
     "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning", "AlreadyRunning", "Rebuilding",
-    "StoreUnavailable",
+    "StoreUnavailable", "FileQuotaExceeded",
     "error_from_reply",
 ]
 
@@ -102,6 +102,16 @@ class StoreUnavailable(InsightsError):
     def to_reply_fields(self) -> dict:
         return {"code": self.code, "message": "the event store is unavailable; try again later"
                                               " (events of this request already logged count as duplicates)"}
+
+
+class FileQuotaExceeded(InsightsError):
+    """A write would take a module's files past its ``limits.fs_mb``; the file is left as it was.
+
+    Raised in the module by the ``write`` (or ``close``) of a file from ``fs.open``; the
+    module's other files, and the module itself, are unaffected.
+    """
+
+    code = "file_quota_exceeded"
 
 
 _BY_CODE = {cls.code: cls for cls in (ModuleLoadError, EndpointNotFound, ModuleRaised,

@@ -2,8 +2,9 @@
 
 Started as ``python -m sandbox SPEC_FILE`` by hostd (or the harness). The spec
 file (JSON, mode 0600) carries the module's folder, the ipc endpoints, the
-channel key, the store URL and the file-store folder and key; the key never
-appears in argv or the environment.
+channel key, the store URL and the file store's folder, key, backend
+(``fs_backend``) and quota (``fs_mb``); the key never appears in argv or the
+environment.
 
 Life of a sandbox: read the spec; connect to hostd's upcall socket; load the
 module (on failure: send ``load_failed`` with the traceback and exit with
@@ -28,7 +29,7 @@ from . import confine, protocol, rendering
 from .cache import Cache
 from .errors import BadParameter, EndpointNotFound, ModuleTimeout
 from .events import Event
-from .filestore import FileStore
+from .filestore import BaseFileStore, open_file_store
 from .injection import bind
 from .loader import load_module
 from .properties import build_registry
@@ -73,11 +74,14 @@ class ModuleRuntime:
         return self._db
 
     @property
-    def fs(self) -> FileStore:
-        """The module's file store."""
+    def fs(self) -> BaseFileStore:
+        """The module's file store: spec ``fs_backend`` (default local), quota ``fs_mb`` (default none)."""
         if self._fs is None:
-            self._fs = FileStore(self._spec["fs_root"], self.loaded.name,
-                                 bytes.fromhex(self._spec["fs_key"]))
+            backend = self._spec.get("fs_backend", "local")
+            self._fs = open_file_store(backend, self.loaded.name, bytes.fromhex(self._spec["fs_key"]),
+                                       root=self._spec["fs_root"],
+                                       database=self.db if backend == "gridfs" else None,
+                                       limit_mb=self._spec.get("fs_mb"))
         return self._fs
 
     def emit(self, event) -> list:

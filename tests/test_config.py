@@ -225,3 +225,22 @@ def test_every_key_in_conf_is_a_known_setting():
 def test_conf_loads_as_the_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_config(CONF).as_dict() == load_config().as_dict()
+
+
+# -- the file store -------------------------------------------------------------
+
+def test_file_store_backend_is_one_of_the_known(tmp_path):
+    assert load_config(None, {"storage.data_dir": str(tmp_path)})["storage.fs"] == "local"
+    path = write_toml(tmp_path, '[storage]\nfs = "gridfs"\n')
+    assert load_config(path)["storage.fs"] == "gridfs"
+    path = write_toml(tmp_path, '[storage]\nfs = "s3"\n')
+    with pytest.raises(ConfigError, match=r"storage\.fs must be one of 'local', 'gridfs', got 's3'"):
+        load_config(path)
+
+
+def test_a_module_may_change_its_file_quota(tmp_path):
+    config = load_config(None, {"storage.data_dir": str(tmp_path), "limits.fs_mb": 100})
+    assert config.limits()["fs_mb"] == 100.0
+    assert config.limits({"fs_mb": 5})["fs_mb"] == 5.0
+    with pytest.raises(ConfigError, match="fs_mb"):
+        config.limits({"fs_mb": "big"})
