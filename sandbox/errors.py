@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "InsightsError", "ModuleLoadError", "BadParameter", "EndpointNotFound",
-    "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning",
+    "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning", "CacheMiss",
     "error_from_reply",
 ]
 
@@ -75,8 +75,18 @@ class ModuleNotRunning(InsightsError):
     code = "not_running"
 
 
+class CacheMiss(InsightsError):
+    """``f.from_cache(...)`` of a ``@memoize_query`` function found no cached result.
+
+    Not a bug of the module: the result is simply not computed yet (or expired,
+    or was cleared). A call that lets it propagate answers with this code.
+    """
+
+    code = "not_cached"
+
+
 _BY_CODE = {cls.code: cls for cls in (ModuleLoadError, EndpointNotFound, ModuleRaised,
-                                      ModuleTimeout, ModuleCrashed, ModuleNotRunning)}
+                                      ModuleTimeout, ModuleCrashed, ModuleNotRunning, CacheMiss)}
 
 
 def error_from_reply(error: dict) -> InsightsError:

@@ -14,6 +14,7 @@ module exception becomes an error reply and the loop goes on.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -24,9 +25,9 @@ import traceback
 
 import zmq
 
-from . import confine, protocol, rendering
-from .cache import Cache
-from .errors import BadParameter, EndpointNotFound, ModuleTimeout
+from . import confine, memoize, protocol, rendering
+from .cache import COLLECTION, Cache, CacheStore
+from .errors import BadParameter, CacheMiss, EndpointNotFound, ModuleTimeout
 from .events import Event
 from .filestore import FileStore
 from .injection import bind
@@ -56,7 +57,9 @@ class ModuleRuntime:
         self._upcaller = upcaller
         self._db = None
         self._fs = None
-        self.cache = Cache()
+        self._cache_store = None
+        #: the module's memoized results (installed for module code by :func:`sandbox.memoize.use`)
+        self.memos = memoize.Memos(lambda: self.cache_store, self.service)
         self.log = logging.getLogger(f"insights.module.{loaded.name}")
         self.query = EndpointProxy(upcaller, "query", self.call_local)
         self.view = EndpointProxy(upcaller, "view", self.call_local)
@@ -79,6 +82,18 @@ class ModuleRuntime:
             self._fs = FileStore(self._spec["fs_root"], self.loaded.name,
                                  bytes.fromhex(self._spec["fs_key"]))
         return self._fs
+
+    @property
+    def cache_store(self) -> CacheStore:
+        """Cache entries in the module's database (shared by ``cache`` and memoized functions)."""
+        if self._cache_store is None:
+            self._cache_store = CacheStore(self.db[COLLECTION])
+        return self._cache_store
+
+    @property
+    def cache(self) -> Cache:
+        """The module's cache, kept in its database."""
+        return Cache(self.cache_store)
 
     def emit(self, event) -> list:
         """Put new events (a dict or a list of dicts) into the stream.
@@ -116,9 +131,14 @@ class ModuleRuntime:
                 return events or []
             return self.service(service_name)
         kwargs = bind(endpoint.signature, params, services)
+        if isinstance(endpoint.func, memoize.MemoizedQuery):
+            # A cron job on a memoized function refreshes its result; other calls may reuse it.
+            call = functools.partial(endpoint.func.call_bound, kwargs, force=endpoint.spec.kind == "cron")
+        else:
+            call = functools.partial(endpoint.func, **kwargs)
 
         def run():
-            result = endpoint.func(**kwargs)
+            result = call()
             if endpoint.spec.kind == "view" and not isinstance(result, str):
                 raise TypeError(f"view {endpoint.name!r} returned {type(result).__name__}, not str")
             return None if endpoint.spec.kind == "handler" else result
@@ -176,6 +196,8 @@ class _Server:
             return protocol.reply_error(message, **err.to_reply_fields())
         try:
             return protocol.reply_ok(message, run())
+        except CacheMiss as err:  # a result not computed yet: not a bug of the module
+            return protocol.reply_error(message, **err.to_reply_fields())
         except BadParameter as err:
             if getattr(err, "nested", False):  # a nested call's bad parameter is the module's bug
                 return self._module_raised(message, err)
@@ -242,6 +264,7 @@ class _Server:
             self.upcaller.notify("load_failed", module=self.spec["module"], traceback=text)
             return False
         self.runtime = ModuleRuntime(loaded, self.spec, self.upcaller, self.properties)
+        memoize.use(self.runtime.memos)
         self.call_socket.bind(self.spec["call_endpoint"])
         cpus = os.sched_getaffinity(0)
         self.upcaller.notify("ready", module=loaded.name, pid=os.getpid(), endpoints=loaded.describe(),
