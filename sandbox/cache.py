@@ -9,7 +9,8 @@ expired entry reads as missing and is deleted then, and each process now and
 then deletes the expired entries nobody reads again.
 
 No TTL index: the embedded store turns a date into a string when it updates a
-document that exists already, and a TTL index ignores strings.
+document that exists already, and a TTL index ignores strings. (It also
+ignores ``$setOnInsert`` in ``find_one_and_update``, so nothing here uses it.)
 
 :class:`CacheStore` keeps entries by document id and also holds *leases*, which
 :mod:`sandbox.memoize` uses so that one process at a time computes a result.
@@ -69,9 +70,8 @@ class CacheStore:
 
     A document is ``{_id, value: <msgpack bytes>, expires: <epoch s or None>,
     lease_until: <epoch s>, owner}``; ``lease_until`` is always set (``0.0``: no
-    lease) so that a lease can be taken with one conditional upsert. A lease
-    document without a value also has ``expires`` (its lease's end), so the
-    sweep clears it if its owner died.
+    lease) so that a lease can be taken with one conditional upsert. The sweep
+    also clears a lapsed lease without a value (its owner died computing it).
 
     :param collection: the ``pymongo`` collection (:data:`COLLECTION` of the module's database).
     :param clock: wall-clock time in seconds (shared by every process, so ``time.time``).
@@ -83,13 +83,15 @@ class CacheStore:
         self._swept = None  # when this process last swept
 
     def sweep(self) -> int:
-        """Delete every expired entry that nobody holds a lease on.
+        """Delete the expired entries and the lapsed leases without a value (never a live lease).
 
         :returns: how many were deleted.
         """
         now = self._clock()
         self._swept = now
-        return self._collection.delete_many({"expires": {"$lt": now}, "lease_until": {"$lt": now}}).deleted_count
+        lapsed = {"lease_until": {"$lt": now}}
+        return sum(self._collection.delete_many({**condition, **lapsed}).deleted_count
+                   for condition in ({"expires": {"$lt": now}}, {"value": {"$exists": False}}))
 
     def _sweep_now_and_then(self) -> None:
         if self._swept is None or self._clock() - self._swept >= SWEEP_EVERY_S:
@@ -138,12 +140,15 @@ class CacheStore:
         until = now + lease_s
         try:
             # No document, or one whose lease has lapsed: the upsert takes it. A live lease makes
-            # the filter miss an existing _id, so the upsert's insert fails with a duplicate key.
+            # the filter miss an existing _id, so the upsert's insert fails with a duplicate key
+            # (MongoDB) or the call changes nothing and returns None (the embedded store).
             doc = self._collection.find_one_and_update(
                 {"_id": doc_id, "lease_until": {"$lt": now}},
-                {"$set": {"lease_until": until, "owner": owner}, "$setOnInsert": {"expires": until}},
+                {"$set": {"lease_until": until, "owner": owner}},
                 upsert=True, return_document=ReturnDocument.AFTER)
         except DuplicateKeyError:
+            return None
+        if doc is None:
             return None
         expires = doc.get("expires")
         fresh = "value" in doc and (expires is None or expires > now)
