@@ -48,9 +48,11 @@ class ModuleRuntime:
     :param spec: the sandbox spec (store URL, fs root and key...).
     :param upcaller: the :class:`~sandbox.upcalls.Upcaller` (proxies, emit, error reports).
     :param properties: the :class:`~sandbox.properties.PropertyRegistry` events resolve through.
+    :param wait: ``wait(seconds)``, how a memoized call waiting for another process's
+        computation passes the time (the server serves other calls meanwhile).
     """
 
-    def __init__(self, loaded, spec: dict, upcaller: Upcaller, properties=None):
+    def __init__(self, loaded, spec: dict, upcaller: Upcaller, properties=None, wait=time.sleep):
         self.loaded = loaded
         self.properties = properties
         self._spec = spec
@@ -59,7 +61,7 @@ class ModuleRuntime:
         self._fs = None
         self._cache_store = None
         #: the module's memoized results (installed for module code by :func:`sandbox.memoize.use`)
-        self.memos = memoize.Memos(lambda: self.cache_store, self.service)
+        self.memos = memoize.Memos(lambda: self.cache_store, self.service, sleep=wait)
         self.log = logging.getLogger(f"insights.module.{loaded.name}")
         self.query = EndpointProxy(upcaller, "query", self.call_local)
         self.view = EndpointProxy(upcaller, "view", self.call_local)
@@ -226,6 +228,14 @@ class _Server:
         self._handle(frames)
         return True
 
+    def serve_while_waiting(self, seconds: float) -> None:
+        """Serve the calls that arrive within ``seconds``: a memoized call waiting for another
+        process's computation must not stall the module's other endpoints."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self.call_socket.poll(remaining * 1000):
+                self.serve_one()
+
     def _handle(self, frames: list) -> None:
         identity, body = protocol.split_envelope(frames)
         try:
@@ -263,7 +273,8 @@ class _Server:
             log.error("module %s failed to load\n%s", self.spec["module"], text)
             self.upcaller.notify("load_failed", module=self.spec["module"], traceback=text)
             return False
-        self.runtime = ModuleRuntime(loaded, self.spec, self.upcaller, self.properties)
+        self.runtime = ModuleRuntime(loaded, self.spec, self.upcaller, self.properties,
+                                     wait=self.serve_while_waiting)
         memoize.use(self.runtime.memos)
         self.call_socket.bind(self.spec["call_endpoint"])
         cpus = os.sched_getaffinity(0)

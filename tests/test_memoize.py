@@ -274,6 +274,25 @@ def test_concurrent_http_callers_share_one_computation(hostd):
 
 
 @pytest.mark.e2e
+def test_a_sandbox_waiting_for_another_process_serves_other_calls(hostd, tmp_path):
+    run = _unique("r")
+    store_url = (hostd.data_dir / "store.url").read_text(encoding="utf-8").strip()
+    with ModuleHarness(PROBE, data_dir=tmp_path / "other", mongo_url=store_url) as other:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(other.query, "gated", run=run)
+            wait_until(lambda: hostd.query("computations", what=f"gated|{run}"), 30,
+                       what="the other process to start computing")
+            waiting = pool.submit(hostd.get, "/query/gated", params={"run": run})
+            time.sleep(1)  # let hostd's sandbox reach its wait (were it later, this test would prove less)
+            assert hostd.query("computations", what=f"gated|{run}") == 1  # answered while it waits
+            assert not waiting.done()
+            other.db["gates"].insert_one({"_id": run})
+            assert first.result(60) == {"run": run}
+            assert waiting.result(60).json() == {"run": run}
+    assert hostd.query("computations", what=f"gated|{run}") == 1
+
+
+@pytest.mark.e2e
 def test_a_cache_miss_over_http_names_its_code(hostd):
     response = hostd.get("/query/cached_total", params={"course": _unique("never")})
     assert response.json()["error"]["code"] == "not_cached"
