@@ -17,6 +17,7 @@ import pytest
 
 from hostd.store import EmbeddedStore, connect
 from running_hostd import Daemon, launch, stop_daemon, wait_announced, wait_until
+from test_readme_examples import example_module
 from sandbox import memoize_query
 from sandbox.cache import COLLECTION, CacheStore
 from sandbox.errors import CacheMiss, ModuleLoadError, ModuleRaised
@@ -237,6 +238,23 @@ def test_two_processes_of_a_module_share_one_computation(tmp_path):
                 one.db["gates"].insert_one({"_id": run})
                 assert first.result(60) == second.result(60) == {"run": run}
             assert computations() == 1
+
+
+def test_the_readme_example_refreshes_a_report_from_its_event_handler(tmp_path):
+    module = tmp_path / "modules" / "memoized"
+    module.mkdir(parents=True)
+    (module / "__init__.py").write_text(example_module("memoized"), encoding="utf-8")
+    with ModuleHarness(module, data_dir=tmp_path / "data") as h:
+        with pytest.raises(CacheMiss):
+            h.query("cached_report", course="demo")
+        h.send_events([{"event_type": "grade", "course": "demo", "username": "ann", "grade": 10},
+                       {"event_type": "grade", "course": "demo", "username": "ann", "grade": 20},
+                       {"event_type": "grade", "course": "other", "username": "bob", "grade": 5}])
+        assert h.query("cached_report", course="demo") == {"ann": 15}
+        assert h.query("course_report", course="demo") == {"ann": 15}
+        h.send_events([{"event_type": "grade", "course": "demo", "username": "bob", "grade": 7}])
+        assert h.query("cached_report", course="demo") == {"ann": 15, "bob": 7}
+        assert h.query("course_report", course="other") == {"bob": 5}
 
 
 # -- through hostd --------------------------------------------------------------------
