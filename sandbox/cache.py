@@ -59,10 +59,20 @@ class Entry:
 
     :param data: the packed value, ``None`` when there is none or it expired.
     :param leased: whether a process holds a live lease on it (is computing it).
+    :param owner: who holds that lease (``""`` when none does).
     """
 
     data: bytes | None
     leased: bool
+    owner: str = ""
+
+    @classmethod
+    def of(cls, doc: dict, now: float) -> "Entry":
+        """:returns: the entry stored as ``doc``, seen at time ``now``."""
+        leased = doc.get("lease_until", 0.0) > now
+        expires = doc.get("expires")
+        fresh = "value" in doc and (expires is None or expires > now)
+        return cls(bytes(doc["value"]) if fresh else None, leased, doc.get("owner", "") if leased else "")
 
 
 class CacheStore:
@@ -103,15 +113,11 @@ class CacheStore:
         if doc is None:
             return Entry(None, False)
         now = self._clock()
-        leased = doc.get("lease_until", 0.0) > now
-        expires = doc.get("expires")
-        if "value" not in doc:
-            return Entry(None, leased)
-        if expires is not None and expires <= now:
-            if not leased:  # only this expired value, never a newer one or someone's lease
-                self._collection.delete_one({"_id": doc_id, "expires": expires, "lease_until": {"$lt": now}})
-            return Entry(None, leased)
-        return Entry(bytes(doc["value"]), leased)
+        entry = Entry.of(doc, now)
+        if "value" in doc and entry.data is None and not entry.leased:
+            # only this expired value, never a newer one or someone's lease
+            self._collection.delete_one({"_id": doc_id, "expires": doc["expires"], "lease_until": {"$lt": now}})
+        return entry
 
     def write(self, doc_id: str, data: bytes, timeout: float | None) -> None:
         """Store ``data`` under ``doc_id`` for ``timeout`` seconds (``None``: no expiry); ends any lease."""
@@ -134,25 +140,29 @@ class CacheStore:
         :returns: the entry as it is now that the lease is ours (a value may already be there,
             written since the caller last read it), or ``None`` when someone else holds the lease.
         """
+        # No document, or one whose lease has lapsed: the upsert takes it. A live lease makes the
+        # filter miss an existing _id, so the upsert's insert fails with a duplicate key (MongoDB)
+        # or the call changes nothing and returns None (the embedded store).
+        return self._lease(doc_id, {"lease_until": {"$lt": self._clock()}}, owner, lease_s, upsert=True)
+
+    def take_over(self, doc_id: str, dead_owner: str, owner: str, lease_s: float) -> Entry | None:
+        """Take the lease on ``doc_id`` from ``dead_owner`` (a process known to be gone).
+
+        :returns: as :meth:`acquire`; ``None`` when another process took it first.
+        """
+        return self._lease(doc_id, {"owner": dead_owner}, owner, lease_s, upsert=False)
+
+    def _lease(self, doc_id: str, condition: dict, owner: str, lease_s: float, upsert: bool) -> Entry | None:
         from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
         now = self._clock()
-        until = now + lease_s
         try:
-            # No document, or one whose lease has lapsed: the upsert takes it. A live lease makes
-            # the filter miss an existing _id, so the upsert's insert fails with a duplicate key
-            # (MongoDB) or the call changes nothing and returns None (the embedded store).
             doc = self._collection.find_one_and_update(
-                {"_id": doc_id, "lease_until": {"$lt": now}},
-                {"$set": {"lease_until": until, "owner": owner}},
-                upsert=True, return_document=ReturnDocument.AFTER)
+                {"_id": doc_id, **condition}, {"$set": {"lease_until": now + lease_s, "owner": owner}},
+                upsert=upsert, return_document=ReturnDocument.AFTER)
         except DuplicateKeyError:
             return None
-        if doc is None:
-            return None
-        expires = doc.get("expires")
-        fresh = "value" in doc and (expires is None or expires > now)
-        return Entry(bytes(doc["value"]) if fresh else None, True)
+        return None if doc is None else Entry.of(doc, now)
 
     def release(self, doc_id: str, owner: str) -> None:
         """End ``owner``'s lease on ``doc_id`` (a lease taken over by someone else is left alone)."""

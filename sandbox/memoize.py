@@ -18,8 +18,11 @@ Single flight: a caller that finds no fresh result takes a *lease* on the key
 (an atomic conditional upsert) and computes; a caller that finds a live lease
 polls the store until the result appears, or until the lease lapses after
 ``timeout`` seconds, and then takes it over. A computation that raises gives
-its lease back at once. Within one sandbox calls are served one at a time, so
-concurrent callers there simply find the result the first one stored.
+its lease back at once; a lease whose owner ran on this machine and is gone
+(killed at a call's deadline, say) is taken over at once too. Within one
+sandbox calls are served one at a time, so concurrent callers there simply
+find the result the first one stored; while one waits for another process, the
+sandbox serves its other calls.
 
 Module code calls ``heavy(course="x")``, ``heavy.force_memoize(course="x")``,
 ``heavy.from_cache(course="x")`` and ``heavy.clear_cache(course="x")`` with
@@ -63,8 +66,9 @@ class Memos:
         self._store: CacheStore | None = None
         self.services = services
         self._sleep = sleep
-        #: this process's name on the leases it takes
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self._host = socket.gethostname()
+        #: this process's name on the leases it takes: ``host:pid:token``
+        self.owner = f"{self._host}:{os.getpid()}:{os.urandom(4).hex()}"
         self._computing: set = set()
 
     @property
@@ -86,13 +90,16 @@ class Memos:
             entry = self.store.read(doc_id)
             if entry.data is not None:
                 return unpack(entry.data)
+            taken = None
             if not entry.leased:
                 taken = self.store.acquire(doc_id, self.owner, lease_s)
-                if taken is not None and taken.data is not None:  # stored since our read
-                    self.store.release(doc_id, self.owner)
-                    return unpack(taken.data)
-                if taken is not None:
-                    return self._compute(doc_id, compute, cache_time, leased=True)
+            elif _gone(entry.owner, self._host):
+                taken = self.store.take_over(doc_id, entry.owner, self.owner, lease_s)
+            if taken is not None and taken.data is not None:  # stored since our read
+                self.store.release(doc_id, self.owner)
+                return unpack(taken.data)
+            if taken is not None:
+                return self._compute(doc_id, compute, cache_time, leased=True)
             self._sleep(delay)
             delay = min(delay * 2, self.MAX_POLL_S)
 
@@ -127,6 +134,22 @@ class Memos:
             if outermost:
                 self._computing.discard(doc_id)
         return unpack(data)  # what every later caller gets: plain lists for numpy arrays
+
+
+def _gone(owner: str, host: str) -> bool:
+    """:returns: whether the process named ``owner`` (``host:pid:token``) ran on this machine
+        (``host``) and is gone. Elsewhere, or if unsure, it may be alive: its lease must lapse."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or int(parts[1]) == os.getpid():
+        return False
+    try:
+        with open(f"/proc/{parts[1]}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError):
+        return False
+    return state in (b"Z", b"X")  # killed, not yet reaped by its parent
 
 
 def use(memos: Memos) -> None:

@@ -7,6 +7,12 @@ call), never through timing.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,7 +26,7 @@ from running_hostd import Daemon, launch, stop_daemon, wait_announced, wait_unti
 from test_readme_examples import example_module
 from sandbox import memoize_query
 from sandbox.cache import COLLECTION, CacheStore
-from sandbox.errors import CacheMiss, ModuleLoadError, ModuleRaised
+from sandbox.errors import CacheMiss, InsightsError, ModuleLoadError, ModuleRaised
 from sandbox.memoize import Memos
 from sandbox.testing import ModuleHarness
 
@@ -100,7 +106,7 @@ class Process:
 
 @pytest.fixture
 def processes(store_url, request):
-    db_name = "memo_" + request.node.name.removeprefix("test_").lower()[:40]
+    db_name = "memo_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]  # one per test
     started = [Process(store_url, db_name) for _ in range(2)]
     yield started
     for process in started:
@@ -136,6 +142,23 @@ def test_a_lapsed_lease_is_taken_over(processes):
     assert two.memos.get_or_compute("m|k", lambda: "recomputed", 60, 60) == "recomputed"
     assert two.waited.is_set()
     assert one.memos.get_or_compute("m|k", lambda: "not again", 60, 60) == "recomputed"
+
+
+def test_a_lease_whose_owner_died_on_this_machine_is_taken_over_at_once(processes):
+    one, two = processes
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert one.memos.store.acquire("m|k", f"{socket.gethostname()}:{dead.pid}:0", 600) is not None
+    assert two.memos.get_or_compute("m|k", lambda: "taken over", 60, 60) == "taken over"
+    assert not two.waited.is_set()
+
+
+@pytest.mark.parametrize("owner", [f"{socket.gethostname()}:{os.getppid()}:0", "elsewhere:1:0", "garbled"])
+def test_a_lease_held_by_a_live_or_remote_process_is_waited_for(processes, owner):
+    one, two = processes
+    assert one.memos.store.acquire("m|k", owner, 0.3) is not None
+    assert two.memos.get_or_compute("m|k", lambda: "after the lease", 60, 60) == "after the lease"
+    assert two.waited.is_set()
 
 
 def test_a_failed_computation_gives_its_lease_back(processes):
@@ -255,6 +278,26 @@ def test_the_readme_example_refreshes_a_report_from_its_event_handler(tmp_path):
         h.send_events([{"event_type": "grade", "course": "demo", "username": "bob", "grade": 7}])
         assert h.query("cached_report", course="demo") == {"ann": 15, "bob": 7}
         assert h.query("course_report", course="other") == {"bob": 5}
+
+
+def test_a_computation_whose_sandbox_was_killed_is_taken_over(tmp_path):
+    """The lease (60 s) outlasts the second call's deadline (10 s): only a takeover answers it."""
+    run = _unique("r")
+    with ModuleHarness(PROBE, data_dir=tmp_path / "one") as one:
+        with ModuleHarness(PROBE, data_dir=tmp_path / "two", mongo_url=one.host.storage.url,
+                           settings={"limits.call_timeout_s": 10}) as two:
+            def computations():
+                doc = one.db["computations"].find_one({"_id": f"gated|{run}"})
+                return doc["n"] if doc else 0
+            with ThreadPoolExecutor(1) as pool:
+                first = pool.submit(one.query, "gated", run=run)
+                wait_until(computations, 30, what="the first process to start computing")
+                os.kill(one.status()["pid"], signal.SIGKILL)
+                with pytest.raises(InsightsError):
+                    first.result(60)
+            one.db["gates"].insert_one({"_id": run})
+            assert two.query("gated", run=run) == {"run": run}
+            assert computations() == 2
 
 
 # -- through hostd --------------------------------------------------------------------
