@@ -28,7 +28,7 @@ import msgpack
 # The very conversion replies get, so that a cached result reads back as a caller would see it.
 from .protocol import _default as _to_packable
 
-__all__ = ["COLLECTION", "Entry", "CacheStore", "Cache", "pack", "unpack"]
+__all__ = ["COLLECTION", "SWEEP_EVERY_S", "Entry", "CacheStore", "Cache", "cache_id", "pack", "unpack"]
 
 #: The collection of cache entries in each module's database.
 COLLECTION = "_insights_cache"
