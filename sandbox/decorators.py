@@ -3,7 +3,8 @@
 A decorator only attaches an :class:`EndpointSpec` to the function (in the
 attribute ``__insights_endpoints__``) and returns the function unchanged. Nothing
 is registered anywhere: :func:`sandbox.loader.load_module` finds the specs on the
-module's functions when it loads the module.
+module's functions when it loads the module. ``memoize_query``, which wraps the
+function rather than describing it, lives in :mod:`sandbox.memoize`.
 """
 from __future__ import annotations
 

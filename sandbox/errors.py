@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = [
     "InsightsError", "ModuleLoadError", "BadParameter", "EndpointNotFound",
     "ModuleRaised", "ModuleTimeout", "ModuleCrashed", "ModuleNotRunning", "AlreadyRunning", "Rebuilding",
-    "StoreUnavailable", "FileQuotaExceeded",
+    "StoreUnavailable", "FileQuotaExceeded", "CacheMiss",
     "error_from_reply",
 ]
 
@@ -114,9 +114,19 @@ class FileQuotaExceeded(InsightsError):
     code = "file_quota_exceeded"
 
 
+class CacheMiss(InsightsError):
+    """``f.from_cache(...)`` of a ``@memoize_query`` function found no cached result.
+
+    Not a bug of the module: the result is simply not computed yet (or expired,
+    or was cleared). A call that lets it propagate answers with this code.
+    """
+
+    code = "not_cached"
+
+
 _BY_CODE = {cls.code: cls for cls in (ModuleLoadError, EndpointNotFound, ModuleRaised,
                                       ModuleTimeout, ModuleCrashed, ModuleNotRunning, AlreadyRunning,
-                                      Rebuilding, StoreUnavailable)}
+                                      Rebuilding, StoreUnavailable, CacheMiss)}
 
 
 def error_from_reply(error: dict) -> InsightsError:

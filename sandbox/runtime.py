@@ -15,6 +15,7 @@ module exception becomes an error reply and the loop goes on.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -25,9 +26,9 @@ import traceback
 
 import zmq
 
-from . import confine, protocol, rendering
-from .cache import Cache
-from .errors import BadParameter, EndpointNotFound, ModuleTimeout
+from . import confine, memoize, protocol, rendering
+from .cache import COLLECTION, Cache, CacheStore
+from .errors import BadParameter, CacheMiss, EndpointNotFound, ModuleTimeout
 from .events import Event
 from .filestore import BaseFileStore, open_file_store
 from .injection import bind
@@ -48,16 +49,20 @@ class ModuleRuntime:
     :param spec: the sandbox spec (store URL, fs root and key...).
     :param upcaller: the :class:`~sandbox.upcalls.Upcaller` (proxies, emit, error reports).
     :param properties: the :class:`~sandbox.properties.PropertyRegistry` events resolve through.
+    :param wait: ``wait(seconds)``, how a memoized call waiting for another process's
+        computation passes the time (the server serves other calls meanwhile).
     """
 
-    def __init__(self, loaded, spec: dict, upcaller: Upcaller, properties=None):
+    def __init__(self, loaded, spec: dict, upcaller: Upcaller, properties=None, wait=time.sleep):
         self.loaded = loaded
         self.properties = properties
         self._spec = spec
         self._upcaller = upcaller
         self._db = None
         self._fs = None
-        self.cache = Cache()
+        self._cache_store = None
+        #: the module's memoized results (installed for module code by :func:`sandbox.memoize.use`)
+        self.memos = memoize.Memos(lambda: self.cache_store, self.service, sleep=wait)
         self.log = logging.getLogger(f"insights.module.{loaded.name}")
         self.query = EndpointProxy(upcaller, "query", self.call_local, loaded.describe)
         self.view = EndpointProxy(upcaller, "view", self.call_local, loaded.describe)
@@ -83,6 +88,18 @@ class ModuleRuntime:
                                        database=self.db if backend == "gridfs" else None,
                                        limit_mb=self._spec.get("fs_mb"))
         return self._fs
+
+    @property
+    def cache_store(self) -> CacheStore:
+        """Cache entries in the module's database (shared by ``cache`` and memoized functions)."""
+        if self._cache_store is None:
+            self._cache_store = CacheStore(self.db[COLLECTION])
+        return self._cache_store
+
+    @property
+    def cache(self) -> Cache:
+        """The module's cache, kept in its database."""
+        return Cache(self.cache_store)
 
     def emit(self, event) -> list:
         """Put new events (a dict or a list of dicts) into the stream.
@@ -120,9 +137,14 @@ class ModuleRuntime:
                 return events or []
             return self.service(service_name)
         kwargs = bind(endpoint.signature, params, services)
+        if isinstance(endpoint.func, memoize.MemoizedQuery):
+            # A cron job on a memoized function refreshes its result; other calls may reuse it.
+            call = functools.partial(endpoint.func.call_bound, kwargs, force=endpoint.spec.kind == "cron")
+        else:
+            call = functools.partial(endpoint.func, **kwargs)
 
         def run():
-            result = endpoint.func(**kwargs)
+            result = call()
             if endpoint.spec.kind == "view" and not isinstance(result, str):
                 raise TypeError(f"view {endpoint.name!r} returned {type(result).__name__}, not str")
             return None if endpoint.spec.kind == "handler" else result
@@ -182,6 +204,8 @@ class _Server:
             return self._module_raised(message, err)
         try:
             return protocol.reply_ok(message, run())
+        except CacheMiss as err:  # a result not computed yet: not a bug of the module
+            return protocol.reply_error(message, **err.to_reply_fields())
         except BadParameter as err:
             if getattr(err, "nested", False):  # a nested call's bad parameter is the module's bug
                 return self._module_raised(message, err)
@@ -211,6 +235,14 @@ class _Server:
             return False
         self._handle(frames)
         return True
+
+    def serve_while_waiting(self, seconds: float) -> None:
+        """Serve the calls that arrive within ``seconds``: a memoized call waiting for another
+        process's computation must not stall the module's other endpoints."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self.call_socket.poll(remaining * 1000):
+                self.serve_one()
 
     def _handle(self, frames: list) -> None:
         identity, body = protocol.split_envelope(frames)
@@ -249,7 +281,9 @@ class _Server:
             log.error("module %s failed to load\n%s", self.spec["module"], text)
             self.upcaller.notify("load_failed", module=self.spec["module"], traceback=text)
             return False
-        self.runtime = ModuleRuntime(loaded, self.spec, self.upcaller, self.properties)
+        self.runtime = ModuleRuntime(loaded, self.spec, self.upcaller, self.properties,
+                                     wait=self.serve_while_waiting)
+        memoize.use(self.runtime.memos)
         self.call_socket.bind(self.spec["call_endpoint"])
         cpus = os.sched_getaffinity(0)
         self.upcaller.notify("ready", module=loaded.name, pid=os.getpid(), endpoints=loaded.describe(),
