@@ -238,9 +238,9 @@ def test_a_failing_computation_is_retried_by_the_next_caller(probe):
 
 
 def test_a_cron_job_on_a_memoized_function_refreshes_it(probe):
-    # hostd's scheduler sends a ``cron`` call like this one (the harness has no helper for it yet).
-    first = probe._call("cron", "nightly", {})
-    assert probe._call("cron", "nightly", {}) == first + 1
+    # run as hostd's scheduler runs it: a cron call, with the task's lease
+    first = probe.run_cron("nightly")
+    assert probe.run_cron("nightly") == first + 1
     assert probe.query("nightly_from_cache") == first + 1
 
 
@@ -361,6 +361,5 @@ def test_a_cache_miss_over_http_names_its_code(hostd):
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason="hostd/errors.py does not map the code not_cached to 404 yet")
 def test_a_cache_miss_over_http_is_404(hostd):
     assert hostd.get("/query/cached_total", params={"course": _unique("never")}).status_code == 404
