@@ -30,7 +30,7 @@ from .calls import SandboxClient
 __all__ = ["CronScheduler", "CronLeases", "CronTask"]
 
 log = logging.getLogger("insights.cron")
-_WORKERS = 4
+_WORKERS = 64  # runs wait on their sandboxes; one module's runs share one connection
 
 
 class CronLeases:
@@ -95,7 +95,8 @@ class CronTask:
         self.params = dict(options.get("params") or {})
         self.next_run = 0.0
         self.running: Future | None = None
-        self.stats = {"runs": 0, "skips": 0, "last_start": None, "last_end": None, "last_error": None}
+        self.stats = {"runs": 0, "skips": 0, "last_start": None, "last_end": None, "last_error": None,
+                      "last_delay": None}
 
     @property
     def schedule(self) -> str:
@@ -108,6 +109,17 @@ class CronTask:
             return moment + self.every
         start = datetime.datetime.fromtimestamp(moment).astimezone()
         return croniter(self.expression, start).get_next(float)
+
+    def advance(self, now: float) -> float:
+        """Move to the next due time after the one that came: an ``every`` task keeps its grid
+        (a slow loop does not make it drift), skipping the slots already past.
+
+        :returns: the due time that came.
+        """
+        due = self.next_run
+        following = self.next_after(due)
+        self.next_run = following if following > now else self.next_after(now)
+        return due
 
     def describe(self) -> dict:
         """:returns: the task's ``/modules`` detail."""
@@ -136,8 +148,7 @@ class CronScheduler(threading.Thread):
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="insights-cron-run")
-        self._local = threading.local()
-        self._clients: list = []
+        self._clients: dict = {}   # module -> (lock, SandboxClient): one connection per module
 
     # -- what the host tells it ------------------------------------------------
     def update(self, records: dict) -> None:
@@ -188,21 +199,20 @@ class CronScheduler(threading.Thread):
                     tasks = list(self._tasks.values())
                 for task in tasks:
                     if now >= task.next_run:
-                        task.next_run = task.next_after(now)
-                        self._start(task)
+                        self._start(task, task.advance(now))
                 soonest = min((t.next_run for t in tasks), default=now + 1.0)
                 self._wake.wait(max(0.0, min(1.0, soonest - time.time())))
                 self._wake.clear()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            for client in self._clients:
+            for _, client in self._clients.values():
                 client.close()
 
-    def _start(self, task: CronTask) -> None:
+    def _start(self, task: CronTask, due: float) -> None:
         if task.running is not None and not task.running.done():
             self._skip(task)
             return
-        task.running = self._pool.submit(self._run, task, False)
+        task.running = self._pool.submit(self._run, task, False, due)
 
     def _skip(self, task: CronTask) -> None:
         task.stats["skips"] += 1
@@ -229,14 +239,17 @@ class CronScheduler(threading.Thread):
             task = self._new_task(module, name, found[0].get("options") or {})
         return self._run(task, True)
 
-    def _client(self) -> SandboxClient:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = SandboxClient(self._contexts, self._record_of)
-            self._clients.append(client)
-        return client
+    def _call(self, module: str, record: dict, name: str, params: dict, timeout_s: float):
+        """Call a task in its sandbox over the module's one connection (one run at a time on it:
+        the sandbox serves one call at a time anyway)."""
+        with self._lock:
+            entry = self._clients.get(module)
+            if entry is None:
+                entry = self._clients[module] = (threading.Lock(), SandboxClient(self._contexts, self._record_of))
+        with entry[0]:
+            return entry[1].call(record, "cron", name, params, timeout_s)
 
-    def _run(self, task: CronTask, raise_errors: bool):
+    def _run(self, task: CronTask, raise_errors: bool, due: float | None = None):
         record = self._record_of(task.module)
         if record is None or record.get("state") != "running":
             if raise_errors:
@@ -250,8 +263,10 @@ class CronScheduler(threading.Thread):
                 raise AlreadyRunning(f"cron task {task.module}.{task.name} is already running")
             return None
         task.stats["last_start"], error, result = started, None, None
+        if due is not None:  # how late the run started after it was due
+            task.stats["last_delay"] = started - due
         try:
-            result = self._client().call(record, "cron", task.name, task.params, timeout_s)
+            result = self._call(task.module, record, task.name, task.params, timeout_s)
         except InsightsError as err:
             error = f"{type(err).__name__}: {err}"
             if err.code == "timeout" and self._on_timeout is not None:
