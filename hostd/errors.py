@@ -85,6 +85,8 @@ def handle_unexpected(req, resp, err, params):
     resp.content_type = falcon.MEDIA_JSON
     if isinstance(err, falcon.HTTPError):
         resp.status = err.status
+        if err.headers:  # e.g. the Allow header of a 405
+            resp.set_headers(err.headers)
         resp.media = {"error": {"code": "http", "message": err.title + (f": {err.description}" if err.description else "")}}
         return
     log.error("unexpected error on %s %s", req.method, req.path, exc_info=err)

@@ -28,25 +28,28 @@ class Waker:
         self._local = threading.local()
         self._pushers: list = []
         self._pushers_lock = threading.Lock()
+        self._closed = False
         #: the owner's socket: register it in the owner's poller, then :meth:`drain` it.
         self.socket = context.socket(zmq.PULL)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(self._endpoint)
 
     def wake(self) -> None:
-        """Make the owner's poll return (callable from any thread)."""
-        sock = getattr(self._local, "sock", None)
-        if sock is None:
-            sock = self._local.sock = self._context.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 10)
-            sock.connect(self._endpoint)
-            with self._pushers_lock:
+        """Make the owner's poll return (callable from any thread; a no-op once closed)."""
+        with self._pushers_lock:
+            if self._closed:
+                return
+            sock = getattr(self._local, "sock", None)
+            if sock is None:
+                sock = self._local.sock = self._context.socket(zmq.PUSH)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SNDHWM, 10)
+                sock.connect(self._endpoint)
                 self._pushers.append(sock)
-        try:
-            sock.send(b"", zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # wake-ups are queued already
+            try:  # under the lock: the owner cannot close the socket meanwhile
+                sock.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # wake-ups are queued already
 
     def drain(self) -> None:
         """Take every queued wake-up (the owner, after its poll returned)."""
@@ -56,6 +59,7 @@ class Waker:
     def close(self) -> None:
         """Close every socket (once no thread uses them any more)."""
         with self._pushers_lock:
+            self._closed = True
             for sock in self._pushers:
                 sock.close(0)
             self._pushers.clear()
