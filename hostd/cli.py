@@ -49,8 +49,9 @@ def serve(config_path, modules, data_dir, bind, port, workers, mongo_url):
 def _register_commands() -> None:
     """Attach the commands that live in their own modules (they talk HTTP to a running daemon)."""
     from .admin import dlq, status
+    from .demo.command import demo
     from .replay import replay
-    for command in (replay, status, dlq):
+    for command in (replay, status, dlq, demo):
         cli.add_command(command)
 
 
