@@ -6,6 +6,7 @@ import re
 import sys
 import time
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 import click
@@ -91,11 +92,12 @@ def demo(seed, learners, weeks, start, course_id, out, load, url, token, batch_s
         raise click.BadParameter(f"{course_id!r} is not course-v1:ORG+NUMBER+RUN", param_hint="--course-id")
     if load and not re.match(r"https?://", url):
         raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="--url")
-    began = time.perf_counter()
     try:
-        result = generate(seed=seed, learners=learners, weeks=weeks, start=start, course_id=course_id)
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--start") from err
+        date.fromisoformat(start)
+    except ValueError:
+        raise click.BadParameter(f"{start!r} is not a date (YYYY-MM-DD)", param_hint="--start") from None
+    began = time.perf_counter()
+    result = generate(seed=seed, learners=learners, weeks=weeks, start=start, course_id=course_id)
     generated_s = time.perf_counter() - began
     events_path, truth_path = write_demo(result, Path(out))
     counts = result.truth["counts"]
