@@ -30,7 +30,7 @@ from .charts import icc_svg
 from .model import MODELS, fit_irt
 
 SUBMISSIONS = "submissions"
-STATE = "state"
+STATE = "versions"
 VERSION_ID = "version"
 MIN_LEARNERS_2PL = 200
 
@@ -93,26 +93,25 @@ def record_submissions(db, log, events):
         db[STATE].update_one({"_id": VERSION_ID}, {"$inc": {"n": 1}}, upsert=True)
 
 
-def _model_name(model: str, learners: int) -> str:
+def _wanted(model: str) -> str:
+    """:returns: ``auto``, ``2PL`` or ``rasch``. :raises BadParameter: another model."""
     wanted = {"auto": "auto", "2pl": "2PL", "rasch": "rasch"}.get(model.strip().lower())
     if wanted is None:
         raise BadParameter("model", f"must be one of auto, {', '.join(MODELS)}")
-    if wanted == "auto":
-        return "2PL" if learners >= MIN_LEARNERS_2PL else "rasch"
     return wanted
 
 
 def _fit(db, cache, model: str) -> dict:
     """:returns: ``{problem_id: answer}`` for every problem with a first attempt, fitting when needed."""
+    wanted = _wanted(model)
     state = db[STATE].find_one({"_id": VERSION_ID})
-    version = state["n"] if state else 0
-    firsts = list(db[SUBMISSIONS].find({"attempt": 1}, {"user": 1, "problem_id": 1, "correct": 1, "_id": 0}))
-    users = sorted({s["user"] for s in firsts})
-    name = _model_name(model, len(users))
-    key = f"fit|{name}|{version}"
+    key = f"fit|{wanted}|{state['n'] if state else 0}"
     cached = cache.get(key)
     if cached is not None:
         return cached
+    firsts = list(db[SUBMISSIONS].find({"attempt": 1}, {"user": 1, "problem_id": 1, "correct": 1, "_id": 0}))
+    users = sorted({s["user"] for s in firsts})
+    name = wanted if wanted != "auto" else "2PL" if len(users) >= MIN_LEARNERS_2PL else "rasch"
     problems = sorted({s["problem_id"] for s in firsts})
     result = {}
     if problems:
@@ -163,7 +162,7 @@ def irt_items(db, cache, model: str = "auto"):
 @view()
 def irt_view(query, model: str = "auto"):
     """Item characteristic curves of every problem, and their parameters."""
-    items = query.irt_items(model=model)
+    items = query.irt_items(model=_wanted(model))
     if not items:
         return "<html><body><h1>Item response model</h1><p>No problem_check submission yet.</p></body></html>"
     rows = "".join(

@@ -37,6 +37,8 @@ class Client:
     :param ip: the address the learner connects from.
     :param agent: the browser's user agent.
     :param session: the session key (32 hex digits).
+    :param page: the URL of the page the learner is on (browser events' ``page``, the
+        next request's ``referer``); a page view sets it.
     """
 
     course: Course

@@ -278,7 +278,7 @@ def generate(seed: int = 0, learners: int = 300, weeks: int = 6, start: str = DE
         learner = _Learner(index, numpy.random.default_rng(learner_seed), course, _epoch(start), truth)
         learner.run()
         timed.extend((when, index, n, event) for n, (when, event) in enumerate(learner.events))
-    timed.sort(key=lambda item: item[:3])
+    timed.sort()  # (time, learner, n) is unique, so the event dicts themselves are never compared
     events = [item[3] for item in timed]
     for event in events:
         truth.event(event)

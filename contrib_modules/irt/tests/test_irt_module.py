@@ -102,6 +102,9 @@ def test_unknown_problem_and_model_are_bad_parameters(small):
     with pytest.raises(BadParameter) as excinfo:
         harness.query("irt_items", model="3PL")
     assert excinfo.value.param == "model"
+    with pytest.raises(BadParameter) as excinfo:
+        harness.view("irt_view", model="3PL")
+    assert excinfo.value.param == "model"
 
 
 def test_the_view_draws_a_curve_per_problem(small):
