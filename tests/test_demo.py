@@ -243,6 +243,8 @@ def test_attempts_are_the_server_problem_checks(course):
         assert record["first_correct"] == (events[0]["event"]["success"] == "correct")
         assert record["correct"] == (events[-1]["event"]["success"] == "correct")
         assert record["score"] == events[-1]["event"]["grade"]
+        assert record["answers"] == {aid: {k: part[k] for k in ("question", "answer", "correct")}
+                                     for aid, part in events[-1]["event"]["submission"].items()}
         assert (record["first_attempt_date"], record["last_attempt_date"]) == (events[0]["time"], events[-1]["time"])
         per_problem[problem] += len(events)
     assert sum(len(r) for r in truth["attempts"].values()) == len(checks)

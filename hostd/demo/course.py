@@ -64,6 +64,15 @@ class Problem:
         """:returns: the ids of its inputs, as in ``event.answers``."""
         return [f"{self.block}_{part + 2}_1" for part in range(self.parts)]
 
+    def question(self, part: int) -> str:
+        """:returns: the text of part ``part`` (from 0), as in ``event.submission[...]["question"]``."""
+        return f"{self.display_name}, part {part + 1}"
+
+    @staticmethod
+    def answer_text(choice: int) -> str:
+        """:returns: the text of choice ``choice`` (0 is the right one) of any part."""
+        return f"Option {'ABCD'[choice]}"
+
 
 @dataclass(frozen=True)
 class Sequential:

@@ -93,8 +93,8 @@ class Client:
         correct_map = {aid: {"correctness": "correct" if ok else "incorrect", "npoints": None, "msg": "",
                              "hint": "", "hintmode": None, "queuestate": None, "answervariable": None}
                        for aid, ok in zip(answer_ids, parts)}
-        submission = {aid: {"question": f"{problem.display_name}, part {n + 1}",
-                            "answer": f"Option {'ABCD'[choice]}", "response_type": "multiplechoiceresponse",
+        submission = {aid: {"question": problem.question(n),
+                            "answer": problem.answer_text(choice), "response_type": "multiplechoiceresponse",
                             "input_type": "choicegroup", "correct": ok, "variant": "", "group_label": ""}
                       for n, (aid, ok, choice) in enumerate(zip(answer_ids, parts, choices))}
         grade = sum(parts)

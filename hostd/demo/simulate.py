@@ -245,7 +245,7 @@ class _Learner:
             self._emit(client.problem_check_browser(self.clock, problem, choices))
             self._tick(d.uniform(0.05, 0.4))
             self._emit(client.problem_check_server(self.clock, problem, attempt, parts, choices))
-            self.truth.submission(self.username, problem, attempt, sum(parts), self.clock)
+            self.truth.submission(self.username, problem, attempt, parts, choices, self.clock)
             if right or not d.chance(_sigmoid(0.8 + 0.5 * self.engagement)):
                 return
             self._tick(8.0 + d.exponential(40.0))

@@ -33,8 +33,9 @@ that ends it), every problem submission and every event to a :class:`Truth`;
     ``{username: {video block id: seconds}}``, summed over viewings.
 ``attempts``
     ``{username: {problem_id: {"attempts", "first_correct", "correct", "score", "max_score",
-    "first_attempt_date", "last_attempt_date"}}}`` from the server ``problem_check`` events
-    (``score`` and ``correct`` of the last submission).
+    "first_attempt_date", "last_attempt_date", "answers"}}}`` from the server ``problem_check``
+    events; ``score``, ``correct`` and ``answers`` (``{answer_id: {"question", "answer",
+    "correct"}}``, one per part) are those of the last submission.
 ``daily_activity``
     ``{username: {date: {"ACTIVE", "PLAY_VIDEO", "ATTEMPT_PROBLEM"}}}``: that day's (UTC)
     events of the learner, its ``play_video`` events and its server ``problem_check`` events.
@@ -98,15 +99,26 @@ class Truth:
             users[segment].add(username)
         self._viewers[video.block].add(username)
 
-    def submission(self, username: str, problem: Problem, attempt: int, grade: int, when: float) -> None:
-        """Record a server ``problem_check``: submission number ``attempt`` got ``grade`` at ``when``."""
+    def submission(self, username: str, problem: Problem, attempt: int, parts: list[bool], choices: list[int],
+                   when: float) -> None:
+        """Record a server ``problem_check``.
+
+        :param attempt: the submission's number (from 1).
+        :param parts: whether each part was right.
+        :param choices: the choice picked in each part.
+        :param when: its time (epoch seconds).
+        """
+        grade = sum(parts)
         correct = grade == problem.parts
         record = self.attempts[username].get(problem.usage_key)
         if record is None:
             record = self.attempts[username][problem.usage_key] = {
                 "attempts": 0, "first_correct": correct, "first_attempt_date": iso_time(when),
                 "max_score": problem.parts, "best_score": 0}
-        record.update(attempts=attempt, correct=correct, score=grade, last_attempt_date=iso_time(when))
+        record.update(attempts=attempt, correct=correct, score=grade, last_attempt_date=iso_time(when),
+                      answers={aid: {"question": problem.question(n), "answer": problem.answer_text(choice),
+                                     "correct": ok}
+                               for n, (aid, ok, choice) in enumerate(zip(problem.answer_ids(), parts, choices))})
         record["best_score"] = max(record["best_score"], grade)
 
     def event(self, event: dict) -> None:
