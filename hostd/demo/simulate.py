@@ -130,7 +130,7 @@ class _Learner:
         self.client = Client(self.course, self.username, self.user_id, self.ip, self.agent, self._session_key())
         self._emit(self.client.enrollment(self.clock, "audit" if d.chance(0.8) else "verified"))
         last_week, sessions = None, 0
-        if d.chance(0.92):  # who never comes back after enrolling stays "enrolled" only
+        if d.chance(0.92):  # the other 8% never come back after enrolling
             last_week = first_week
             while last_week + 1 < self.course.weeks and d.chance(_sigmoid(1.5 + 0.8 * self.engagement)):
                 last_week += 1
@@ -169,10 +169,10 @@ class _Learner:
                 seq, tab, unit = self.units[self.pointer]
                 self.pointer += 1
             else:
-                watched = [u for u in self.units[:released] if isinstance(u[2], Video)]
-                if not watched or not d.chance(0.3):
+                videos = [u for u in self.units[:released] if isinstance(u[2], Video)]
+                if not videos or not d.chance(0.3):  # caught up: now and then, watch a video again
                     break
-                seq, tab, unit = watched[d.index(len(watched))]
+                seq, tab, unit = videos[d.index(len(videos))]
             if where is not None and where[0] is seq and where[1] + 1 == tab:
                 self._emit(self.client.seq_next(self.clock, seq, where[1]))
             else:
