@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 import numpy
 
 from .course import Course, Problem, Sequential, Video, build_course
-from .events import Client
+from .events import Client, iso_time
 from .truth import Truth
 
 __all__ = ["Demo", "generate", "DEFAULT_COURSE_ID", "DEFAULT_START"]
@@ -38,9 +38,11 @@ DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
 _AGENTS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Safari/605.1.15",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
+    "Mobile Safari/537.36",
 )
 _NAMES = ("amara", "bruno", "chen", "dalia", "emeka", "farah", "goran", "hana", "ivan", "jia", "kofi", "lucia",
           "mateo", "nadia", "omar", "priya", "quinn", "rosa", "sami", "tomas", "uma", "viktor", "wen", "yara")
@@ -139,7 +141,7 @@ class _Learner:
                     self._session(max(when, self.clock + 600.0))
                     sessions += 1
         self.truth.learner(self.username, user_id=self.user_id, theta=self.theta, engagement=self.engagement,
-                           enrolled_at=enrolled_at, last_week=last_week, sessions=sessions)
+                           enrolled_at=iso_time(enrolled_at), last_week=last_week, sessions=sessions)
 
     def _session_key(self) -> str:
         return "".join(f"{int(x):08x}" for x in self.draws.rng.integers(0, 2**32, 4))

@@ -12,9 +12,11 @@ that ends it), every problem submission and every event to a :class:`Truth`;
     (played a video), ``attempted`` (submitted a problem), ``passed`` (course
     grade at least ``pass_grade``), ``events``.
 ``learners``
-    ``{username: {"user_id", "theta", "enrolled_at", "last_week", "sessions", "grade", "passed"}}``;
-    ``theta`` is the ability the answers were drawn from, ``last_week`` the week
-    (from 0) after which the learner dropped out (``null``: never came back).
+    ``{username: {"user_id", "theta", "engagement", "enrolled_at", "last_week", "sessions", "grade",
+    "passed"}}``; ``theta`` is the ability the answers were drawn from, ``engagement``
+    what drove coming back and watching longer, ``last_week`` the week (from 0) after
+    which the learner dropped out (``null``: never came back), ``grade`` the best
+    scores summed over all the course's problems, as a fraction of the maximum.
 ``videos``
     ``{block id: {"usage_key", "pipeline_video_id", "encoded_module_id", "course_id", "code",
     "duration", "week", "segment_length", "viewers", "users_at_start", "users_at_end",
@@ -155,7 +157,8 @@ class Truth:
                 "code": video.code, "duration": video.duration, "week": video.week,
                 "segment_length": SEGMENT_LENGTH_S, "viewers": len(self._viewers[video.block]),
                 "users_at_start": len(users[0]), "users_at_end": len(users[len(views) - 1]),
-                "total_viewed_seconds": round(sum(s[video.block] for s in self.seconds.values() if video.block in s), 3),
+                "total_viewed_seconds": round(sum(seconds.get(video.block, 0.0) for seconds in self.seconds.values()),
+                                              3),
                 "timeline": timeline}
 
     def _problem(self, problem: Problem) -> dict:
