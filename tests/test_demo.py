@@ -260,6 +260,14 @@ def test_counts_and_daily_activity_are_what_the_events_say(course):
     assert truth["counts"]["watched"] == sum(1 for c in by_user.values() if c["play_video"])
     assert truth["counts"]["attempted"] == sum(1 for c in by_user.values() if c["problem_check/server"])
     assert truth["counts"]["events"] == len(events)
+    best = defaultdict(dict)
+    for event in (e for e in events if _kind(e) == "problem_check/server"):
+        scores = best[event["username"]]
+        scores[event["event"]["problem_id"]] = max(scores.get(event["event"]["problem_id"], 0), event["event"]["grade"])
+    most = sum(p["max_grade"] for p in truth["problems"].values())
+    for user, info in truth["learners"].items():
+        assert info["grade"] == pytest.approx(sum(best[user].values()) / most, abs=1e-6), user
+        assert info["passed"] == (info["grade"] >= truth["course"]["pass_grade"])
     assert truth["counts"]["passed"] == sum(info["passed"] for info in truth["learners"].values()) > 0
     daily = defaultdict(lambda: defaultdict(Counter))
     for event in events:
