@@ -26,12 +26,18 @@ def _by_problem(items: list[dict]) -> dict:
     return {item["problem_id"]: item for item in items}
 
 
+def _send(harness, events, chunk=1000):
+    """Send in chunks: one append of thousands of events can outlast the log's answer timeout."""
+    for start in range(0, len(events), chunk):
+        harness.send_events(events[start:start + chunk])
+
+
 @pytest.fixture(scope="module")
 def small():
     """60 learners over 2 weeks (about 3,800 events), the whole stream sent."""
     demo = generate(seed=7, learners=60, weeks=2)
     with ModuleHarness(MODULE) as harness:
-        harness.send_events(demo.events)
+        _send(harness, demo.events)
         yield harness, demo.truth, demo.events
 
 
@@ -127,7 +133,7 @@ def test_a_larger_class_gets_2pl_parameters_close_to_the_true_ones():
     checks = [e for e in demo.events if e["event_type"] == "problem_check"]
     with ModuleHarness(MODULE) as harness:
         assert "No problem_check submission yet" in harness.view("irt_view")
-        harness.send_events(checks)
+        _send(harness, checks)
         items = harness.query("irt_items")
     answers, mask, problems = first_attempts(demo.truth)
     expected = model.fit_irt(answers, mask, model="2PL")
