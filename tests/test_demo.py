@@ -257,6 +257,7 @@ def test_counts_and_daily_activity_are_what_the_events_say(course):
     for event in events:
         by_user[event["username"]][_kind(event)] += 1
     assert truth["counts"]["enrolled"] == sum(c["edx.course.enrollment.activated"] for c in by_user.values())
+    assert truth["counts"]["active"] == sum(1 for c in by_user.values() if c.total() > 1)  # beyond enrolling
     assert truth["counts"]["watched"] == sum(1 for c in by_user.values() if c["play_video"])
     assert truth["counts"]["attempted"] == sum(1 for c in by_user.values() if c["problem_check/server"])
     assert truth["counts"]["events"] == len(events)

@@ -186,7 +186,7 @@ class Truth:
             "course": {"course_id": self.course.course_id, "org_id": self.course.org_id,
                        "weeks": self.course.weeks, "pass_grade": PASS_GRADE},
             "counts": {"enrolled": len(learners),
-                       "active": sum(info["last_week"] is not None for info in learners.values()),
+                       "active": sum(info["sessions"] > 0 for info in learners.values()),
                        "watched": sum(1 for s in self.seconds.values() if s),
                        "attempted": len(attempts),
                        "passed": sum(info["passed"] for info in learners.values()),
