@@ -86,7 +86,8 @@ def record_submissions(db, log, events):
         if submission is None:
             log.warning("ignoring a problem_check without learner, problem_id or attempts: %r", dict(evt.event))
             continue
-        writes.append(UpdateOne({"_id": submission["_id"]}, {"$setOnInsert": submission}, upsert=True))
+        key = submission.pop("_id")
+        writes.append(UpdateOne({"_id": key}, {"$setOnInsert": submission}, upsert=True))
     if writes:
         db[SUBMISSIONS].bulk_write(writes, ordered=False)
         # Any batch may add submissions: the cached fit is for an older version.
