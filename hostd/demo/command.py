@@ -120,3 +120,6 @@ def demo(seed, learners, weeks, start, course_id, out, load, url, token, batch_s
         bar.close()
         sender.close()
     click.echo(f"loaded into {url}: accepted {sent['accepted']}, duplicates {sent['duplicates']}")
+    if sent["late"]:
+        click.echo(f"realtime handlers late (504) for {sent['late']} request(s): the events are logged and "
+                   "hostd retries the handlers")
