@@ -49,9 +49,10 @@ def serve(config_path, modules, data_dir, bind, port, workers, mongo_url):
 def _register_commands() -> None:
     """Attach the commands that live in their own modules."""
     from .admin import cron, dlq, rebuild, status
+    from .demo.command import demo
     from .replay import replay
     from .scaffold import new, test
-    for command in (replay, status, dlq, cron, rebuild, new, test):
+    for command in (replay, status, dlq, cron, rebuild, new, test, demo):
         cli.add_command(command)
 
 
