@@ -121,6 +121,14 @@ class CgroupManager:
             self.reason = f"cannot create cgroups: {err}"
             self.bases = {}
 
+    def log_state(self) -> None:
+        """Say in the log whether sandboxes get cgroups, and if not, why."""
+        if self.available:
+            log.info("confinement: per-sandbox cgroups (memory, processes) and rlimits")
+        else:
+            log.warning("confinement: no cgroups (%s); memory is limited by address space only,"
+                        " processes only when sandboxes have a uid of their own", self.reason)
+
     @property
     def available(self) -> bool:
         """Whether sandboxes get cgroups."""

@@ -189,6 +189,13 @@ class Cursors:
         """Acknowledge everything up to ``seq`` (never moves backwards)."""
         self.set_many([(module, handler, seq)])
 
+    def place_at_head(self, module: str, handlers, head) -> None:
+        """Start ``handlers`` of ``module`` that have no cursor yet at the log's head as of now
+        (``backfill=False``); ``head`` is called only if one needs it."""
+        for handler in handlers:
+            if self.get(module, handler) is None:
+                self.set(module, handler, head())
+
     def set_many(self, positions) -> None:
         """Acknowledge ``[(module, handler, seq)]`` in one round trip (never moves backwards)."""
         self._coll.bulk_write([pymongo.UpdateOne({"_id": self.key(m, h)}, {"$max": {"seq": seq}}, upsert=True)

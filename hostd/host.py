@@ -119,14 +119,14 @@ class Host:
         self.delivery = Delivery(*parts, modes=("queued", "batch"))
         self.realtime = Delivery(*parts, modes=("realtime",), on_progress=self.ingest.realtime_progress)
         self.scheduler = CronScheduler(CronLeases(storage.state_db), self.modules.record, self._contexts,
-                                       lambda module, pid, reason: self._report(module, CallTimedOut(pid, reason)))
+                                       lambda module, pid, reason: self.modules.report(module, CallTimedOut(pid, reason)))
         self.ingest.start()
         self.ingest.wait_bound()
         self._rebuilds = Rebuilds(self.modules, self.handlers, (self.delivery, self.realtime), storage)
         self._control = ControlService(self.modules, (self.delivery, self.realtime), storage.eventlog,
                                        storage.dead_letters, self.scheduler, self._rebuilds)
-        self.broker = Broker(self._contexts.general, self.paths, self.control_key, self._signer_of,
-                             self._report, lambda kind, name: self.modules.snapshot().resolve(kind, name),
+        self.broker = Broker(self._contexts.general, self.paths, self.control_key, self.modules.signer_of,
+                             self.modules.report, lambda kind, name: self.modules.snapshot().resolve(kind, name),
                              self._control.verbs())
         self.broker.start()
         self.broker.wait_bound()
@@ -134,11 +134,7 @@ class Host:
     def _start_supervision(self) -> None:
         """Confinement, the launcher, the modules' supervisors, then delivery and the monitor."""
         self._cgroups = CgroupManager()
-        if self._cgroups.available:
-            log.info("confinement: per-sandbox cgroups (memory, processes) and rlimits")
-        else:
-            log.warning("confinement: no cgroups (%s); memory is limited by address space only,"
-                        " processes only when sandboxes have a uid of their own", self._cgroups.reason)
+        self._cgroups.log_state()
         self._isolation = Isolation.for_config(self.paths, self.config, self.storage.url)
         if self.config["sandbox.prewarm"]:
             self._forkserver = ForkServer(self.paths.ipc / "forkserver.sock", sandbox_environment())
@@ -220,12 +216,10 @@ class Host:
     def _admit(self, module: str, endpoints: list) -> str | None:
         """A sandbox is ready: refuse names another module serves; place new handlers' cursors."""
         error = self.modules.admit(module, endpoints)
-        if error is None:  # a new backfill=False handler starts at the head as of now
-            for endpoint in endpoints:
-                options = endpoint.get("options") or {}
-                if endpoint["class"] == "handler" and not options.get("backfill", True) \
-                        and self.storage.cursors.get(module, endpoint["name"]) is None:
-                    self.storage.cursors.set(module, endpoint["name"], self.storage.eventlog.head())
+        if error is None:
+            new = [e["name"] for e in endpoints if e["class"] == "handler"
+                   and not (e.get("options") or {}).get("backfill", True)]
+            self.storage.cursors.place_at_head(module, new, self.storage.eventlog.head)
         return error
 
     def _monitor_loop(self) -> None:
@@ -252,15 +246,6 @@ class Host:
         self.handlers.update(records, properties)
         if self.scheduler is not None:
             self.scheduler.update(records)
-
-    def _signer_of(self, module: str):
-        supervisor = self.modules.get(module)
-        return supervisor.signer if supervisor is not None else None
-
-    def _report(self, module: str, report) -> None:
-        supervisor = self.modules.get(module)
-        if supervisor is not None:
-            supervisor.signal(report)
 
     def module_status(self) -> dict:
         """:returns: the ``/modules`` answer (see :meth:`~hostd.control.ControlService.module_status`)."""

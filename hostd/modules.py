@@ -55,6 +55,17 @@ class ModuleSet:
         """:returns: the module names, sorted."""
         return sorted(self._supervisors)
 
+    def signer_of(self, name: str):
+        """:returns: the signer of module ``name``'s upcall channel, or None."""
+        supervisor = self._supervisors.get(name)
+        return supervisor.signer if supervisor is not None else None
+
+    def report(self, name: str, signal) -> None:
+        """Queue a sandbox's report (or hostd's) to module ``name``'s supervisor."""
+        supervisor = self._supervisors.get(name)
+        if supervisor is not None:
+            supervisor.signal(signal)
+
     def record(self, name: str) -> dict | None:
         """:returns: module ``name``'s up-to-date record."""
         supervisor = self._supervisors.get(name)

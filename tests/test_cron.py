@@ -64,7 +64,10 @@ def harness(tmp_path_factory):
 
 def test_tasks_run_on_schedule_and_show_in_status(harness):
     wait_until(lambda: harness.query("runs", task="tick") >= 3, 30, what="three runs of tick")
-    crons = harness.status()["crons"]
+    def between_runs():
+        crons = harness.status()["crons"]
+        return crons if not crons["tick"]["running"] else None
+    crons = wait_until(between_runs, 10, interval_s=0.02, what="tick between two runs")
     assert set(crons) == {"tick", "slow", "nightly", "report"}
     tick = crons["tick"]
     assert tick["schedule"] == "every 0.3 s"
