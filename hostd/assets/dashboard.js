@@ -1,0 +1,112 @@
+// The dashboard's script: loads each view into its own frame, independently.
+//
+// A view is fetched (so that its HTTP status is known), then shown in its frame
+// with srcdoc; a 4xx/5xx answer, a network error or no answer within the view's
+// data-timeout-s shows the frame's error box instead. Nothing here waits for
+// another view. Texts from answers are only ever set with textContent.
+"use strict";
+
+/** The query string of a view's form: one key per parameter, repeated for lists. */
+function formQuery(form) {
+  const query = new URLSearchParams();
+  for (const param of form.querySelectorAll(".param")) {
+    const name = param.dataset.param;
+    if (param.dataset.widget === "checkbox") {
+      query.append(name, param.querySelector("input").checked ? "true" : "false");
+      continue;
+    }
+    for (const input of param.querySelectorAll("input")) {
+      if (input.value.trim() !== "") query.append(name, input.value);
+    }
+  }
+  return query.toString();
+}
+
+/** The message of hostd's JSON error body, or the start of whatever else came. */
+function errorMessage(status, statusText, body) {
+  try {
+    const error = JSON.parse(body).error;
+    if (error && error.message) return `${status} ${error.code || statusText}: ${error.message}`;
+  } catch (ignored) { /* not JSON: show the text */ }
+  const text = body.trim().slice(0, 300);
+  return `${status} ${statusText}${text ? ": " + text : ""}`;
+}
+
+/** Shows one of the frame's states: idle, loading, loaded or error (the CSS shows the parts). */
+function setState(view, state, message) {
+  const frame = view.querySelector(".frame");
+  frame.dataset.state = state;
+  view.querySelector(".error-text").textContent = message || "";
+}
+
+/** Fits a loaded frame to its page's height. */
+function fitHeight(iframe) {
+  try {
+    const height = iframe.contentDocument.documentElement.scrollHeight;
+    iframe.style.height = Math.min(Math.max(height + 4, 60), 4000) + "px";
+  } catch (ignored) { /* nothing to measure */ }
+}
+
+/** Fetches a view with its form's parameters and shows it, or its error. */
+async function loadView(view) {
+  const query = formQuery(view.querySelector("form"));
+  const url = view.dataset.url + (query ? "?" + query : "");
+  view.querySelector(".view-link").href = url;
+  const attempt = (Number(view.dataset.attempt) || 0) + 1;  // a newer submit wins over an older answer
+  view.dataset.attempt = String(attempt);
+  const current = () => view.dataset.attempt === String(attempt);
+  const timeoutS = Math.min(Number(view.dataset.timeoutS) || 35, 3600);
+  const aborter = new AbortController();
+  const timer = setTimeout(() => aborter.abort(), timeoutS * 1000);
+  setState(view, "loading");
+  let response, body;
+  try {
+    response = await fetch(url, {signal: aborter.signal, credentials: "same-origin",
+                                 headers: {Accept: "text/html"}});
+    body = await response.text();
+  } catch (err) {
+    if (current()) {
+      setState(view, "error", aborter.signal.aborted ? `no answer within ${timeoutS} s`
+                                                     : `hostd could not be reached (${err.message})`);
+    }
+    return;
+  } finally {
+    clearTimeout(timer);
+  }
+  if (!current()) return;
+  if (!response.ok) {
+    setState(view, "error", errorMessage(response.status, response.statusText, body));
+    return;
+  }
+  const iframe = view.querySelector("iframe");
+  iframe.onload = () => {
+    if (!current()) return;
+    fitHeight(iframe);
+    setState(view, "loaded");
+  };
+  iframe.srcdoc = body;
+}
+
+/** Adds another input to a list parameter, like the one before it. */
+function addItem(button) {
+  const items = button.closest(".param").querySelector(".items");
+  const input = items.querySelector("input").cloneNode();
+  input.value = "";
+  input.required = false;
+  items.append(input);
+  input.focus();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const view of document.querySelectorAll("article.view")) {
+    const form = view.querySelector("form");
+    form.addEventListener("submit", event => {
+      event.preventDefault();
+      loadView(view);
+    });
+    for (const button of form.querySelectorAll(".add-item")) {
+      button.addEventListener("click", () => addItem(button));
+    }
+    if ("autoload" in view.dataset) loadView(view);
+  }
+});
