@@ -39,12 +39,19 @@ function setState(view, state, message) {
   view.querySelector(".error-text").textContent = message || "";
 }
 
-/** Fits a loaded frame to its page's height. */
+/** Fits a shown frame to its page's height, now and whenever that page changes size. */
 function fitHeight(iframe) {
-  try {
-    const height = iframe.contentDocument.documentElement.scrollHeight;
+  const fit = () => {
+    // the page's own box, not scrollHeight, which is never less than the frame (it would only grow)
+    const page = iframe.contentDocument && iframe.contentDocument.documentElement;
+    const height = page ? Math.ceil(page.getBoundingClientRect().height) : 0;
     iframe.style.height = Math.min(Math.max(height + 4, 60), 4000) + "px";
-  } catch (ignored) { /* nothing to measure */ }
+  };
+  fit();
+  const frameWindow = iframe.contentWindow;
+  if (frameWindow && frameWindow.ResizeObserver) {
+    new frameWindow.ResizeObserver(fit).observe(iframe.contentDocument.documentElement);
+  }
 }
 
 /** Fetches a view with its form's parameters and shows it, or its error. */
@@ -81,8 +88,8 @@ async function loadView(view) {
   const iframe = view.querySelector("iframe");
   iframe.onload = () => {
     if (!current()) return;
+    setState(view, "loaded");  // shown first: a hidden frame's page has no height to measure
     fitHeight(iframe);
-    setState(view, "loaded");
   };
   iframe.srcdoc = body;
 }
