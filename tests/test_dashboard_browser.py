@@ -285,6 +285,22 @@ def test_a_module_that_failed_shows_why_and_its_traceback_on_a_click(hostd, brow
     assert traceback.is_displayed() and "Traceback" in traceback.text
 
 
+def test_the_modules_facts_follow_hostd_without_a_reload(hostd, browser):
+    url, _log = hostd
+    open_dashboard(browser, url)
+    browser.execute_script("window.notReloaded = true")
+
+    def handled(driver):
+        return driver.find_element(By.CSS_SELECTOR, "#module-event_count .handled").text
+
+    before = int(handled(browser))
+    answer = requests.post(url + "event", json={"id": uuid.uuid4().hex, "username": "late", "event_type": "page_close",
+                                                "time": "2026-03-12T09:00:00+00:00"}, timeout=30)
+    assert answer.status_code in (200, 202), answer.text
+    WebDriverWait(browser, WAIT_S).until(lambda d: handled(d) == str(before + 1), "the page kept the old count")
+    assert browser.execute_script("return window.notReloaded") is True
+
+
 def test_a_screenshot_of_the_dashboard_on_course_data(hostd, browser, tmp_path):
     open_dashboard(browser, hostd[0])
     submit(browser, "user_activity_view", {"course_id": COURSE})

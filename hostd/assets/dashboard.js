@@ -1,4 +1,5 @@
-// The dashboard's script: loads each view into its own frame, independently.
+// The dashboard's script: loads each view into its own frame, independently, and
+// keeps the modules' facts (state, lag, dead letters, last error) current from /modules.
 //
 // A view is fetched (so that its HTTP status is known), then shown in its frame
 // with srcdoc; a 4xx/5xx answer, a network error or no answer within the view's
@@ -104,7 +105,82 @@ function addItem(button) {
   input.focus();
 }
 
+/** The line that says what went wrong: a traceback's last non-blank line (as hostd's page shows it). */
+function errorSummary(text, limit = 300) {
+  const lines = (text || "").split("\n").map(line => line.trim()).filter(Boolean);
+  const last = lines.length ? lines[lines.length - 1] : "";
+  return last.length <= limit ? last : last.slice(0, limit - 1) + "\u2026";
+}
+
+/** Shows a number, or "?" when the status has none. */
+function shown(value) {
+  return value === undefined || value === null ? "?" : String(value);
+}
+
+/** Puts one module's live status (an entry of /modules) into its section. */
+function showStatus(section, status) {
+  section.dataset.state = status.state;
+  const badge = section.querySelector(".module-state");
+  badge.className = `state module-state state-${status.state}`;
+  badge.textContent = status.state;
+  section.querySelector(".state-rebuilding").hidden = !status.rebuilding;
+  section.querySelector(".lag").textContent = shown(status.lag);
+  section.querySelector(".handled").textContent = shown(status.handled);
+  section.querySelector(".restarts").textContent = shown(status.restarts);
+  section.querySelector(".pid").textContent = status.pid === null || status.pid === undefined ? "-" : String(status.pid);
+  const dead = section.querySelector(".dead-letters");
+  dead.classList.toggle("bad", Boolean(status.dead_letters));
+  if (status.dead_letters) {
+    const link = document.createElement("a");
+    link.href = `/modules/${encodeURIComponent(section.dataset.module)}/dead_letters`;
+    link.textContent = String(status.dead_letters);
+    dead.replaceChildren(link);
+  } else {
+    dead.textContent = shown(status.dead_letters);
+  }
+  const details = section.querySelector(".last-error");
+  details.hidden = !status.last_error;
+  details.querySelector(".error-summary").textContent = errorSummary(status.last_error);
+  details.querySelector(".traceback").textContent = status.last_error || "";
+}
+
+/** Shows the count of modules in each state at the top of the page. */
+function showStateCounts(sections) {
+  const counts = new Map();
+  for (const section of sections) counts.set(section.dataset.state, (counts.get(section.dataset.state) || 0) + 1);
+  const line = document.querySelector(".states");
+  if (!line) return;
+  const parts = [`${sections.length} module${sections.length === 1 ? "" : "s"}: `];
+  for (const state of [...counts.keys()].sort()) {
+    const badge = document.createElement("span");
+    badge.className = `state state-${state}`;
+    badge.textContent = `${counts.get(state)} ${state}`;
+    parts.push(badge, " ");
+  }
+  line.replaceChildren(...parts);
+}
+
+/** Asks /modules again and updates every module's facts; a failed request changes nothing. */
+async function refreshStatus() {
+  if (document.hidden) return;
+  let statuses;
+  try {
+    const response = await fetch("/modules", {credentials: "same-origin", headers: {Accept: "application/json"}});
+    if (!response.ok) return;
+    statuses = await response.json();
+  } catch (ignored) {
+    return;  // hostd busy or restarting: the next round tries again
+  }
+  const sections = [...document.querySelectorAll("section.module")];
+  for (const section of sections) {
+    if (statuses[section.dataset.module]) showStatus(section, statuses[section.dataset.module]);
+  }
+  showStateCounts(sections);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const refreshS = Number(document.body.dataset.refreshS);
+  if (refreshS > 0) setInterval(refreshStatus, refreshS * 1000);
   for (const view of document.querySelectorAll("article.view")) {
     const form = view.querySelector("form");
     form.addEventListener("submit", event => {
