@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["hostd", "hostd.*", "sandbox", "sandbox.*"]),
     include_package_data=True,
-    package_data={"hostd": ["templates/*.html"]},
+    package_data={"hostd": ["templates/*.html", "assets/*"]},
     install_requires=[
         "pluggy>=1.5,<2",
         "falcon>=4.0,<5",
@@ -43,6 +43,8 @@ setup(
             "schemathesis>=4.3,<5",
             "hypothesis>=6.100,<7",
             "openapi-spec-validator>=0.7,<0.10",
+            # drives the Debian chromium through chromium-driver in tests/test_dashboard_browser.py
+            "selenium>=4.20,<5",
         ],
     },
     entry_points={

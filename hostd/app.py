@@ -5,7 +5,8 @@ import falcon
 
 from sandbox.errors import InsightsError
 
-from .dashboard import DashboardResource, EventPropertiesResource, SchemaResource, make_templates
+from .dashboard import (AssetResource, DashboardResource, EventPropertiesResource, SchemaResource,
+                        make_templates)
 from .errors import handle_insights_error, handle_unexpected
 from .openapi import OpenAPIResource
 from .origin import OriginGuard
@@ -26,6 +27,7 @@ def create_app(web) -> falcon.App:
     app.req_options.keep_blank_qs_values = True
     templates = make_templates()
     app.add_route("/", DashboardResource(web, templates))
+    app.add_route("/assets/{file}", AssetResource())
     app.add_route("/view/{name}", ViewResource(web))
     app.add_route("/query/{name}", QueryResource(web))
     app.add_route("/schema", SchemaResource(web, templates))

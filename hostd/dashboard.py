@@ -1,11 +1,33 @@
-"""Pages for people: the dashboard (``/``) and ``/schema`` (JSON, or HTML with ``?f=html``)."""
+"""Pages for people: the dashboard (``/``), ``/schema`` (JSON, or HTML with ``?f=html``),
+``/event_properties`` and the dashboard's own script and stylesheet (``/assets/{file}``).
+
+The dashboard is rendered from the module table and the host's status without
+calling any view: each view is fetched by the page's script (``assets/dashboard.js``)
+into its own frame, so a slow or failing view never holds up the page or another view.
+"""
 from __future__ import annotations
+
+import logging
+import math
+from importlib import resources
 
 import falcon
 import jinja2
 
+from sandbox.errors import InsightsError
+
 __all__ = ["make_templates", "DashboardResource", "SchemaResource", "EventPropertiesResource",
-           "schema_entries", "summary"]
+           "AssetResource", "schema_entries", "summary", "error_summary", "form_fields"]
+
+log = logging.getLogger(__name__)
+
+#: A view's frame gives up this long after hostd itself would have answered 504.
+FRAME_GRACE_S = 5.0
+#: The module's call limit when its record carries none (``limits.call_timeout_s``'s default).
+DEFAULT_CALL_TIMEOUT_S = 30.0
+#: Longest ``?view_timeout_s=`` accepted (browsers' timers overflow far past it).
+MAX_VIEW_TIMEOUT_S = 3600.0
+_ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
 def summary(doc: str) -> str:
@@ -16,6 +38,16 @@ def summary(doc: str) -> str:
             break
         lines.append(line.strip())
     return " ".join(" ".join(lines).split())
+
+
+def error_summary(text: str | None, limit: int = 300) -> str:
+    """:returns: the line that says what went wrong: a traceback's last non-blank line
+        (``ValueError: ...``), cut to ``limit`` characters; empty for no error."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = lines[-1]
+    return last if len(last) <= limit else last[:limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 def make_templates() -> jinja2.Environment:
@@ -35,6 +67,48 @@ def schema_entries(snapshot) -> list[dict]:
                             "params": endpoint["params"], "category": endpoint["category"],
                             "doc": endpoint["doc"]})
     return entries
+
+
+def form_fields(params: list[dict]) -> list[dict]:
+    """The inputs of a view's parameter form, from its ``/schema`` parameters.
+
+    ``int`` and ``float`` are number inputs, ``bool`` a checkbox, ``list[...]`` a row
+    of inputs of its item type that the person can extend, anything else a text input.
+
+    :param params: ``[{"name", "type", "required", "default"}]`` as ``/schema`` gives them.
+    :returns: ``[{"name", "type", "required", "widget", "step", "list", "texts", "checked"}]``:
+        ``widget`` is an ``<input>`` type, ``texts`` the initial texts (the default's).
+    """
+    fields = []
+    for param in params:
+        kind = param["type"]
+        is_list = kind.startswith("list[") and kind.endswith("]")
+        item = kind[5:-1] if is_list else kind
+        default = param.get("default") if not param.get("required") else None
+        if item == "bool" and not is_list:
+            fields.append({**_field(param, "checkbox"), "checked": default is True})
+            continue
+        widget, step = {"int": ("number", "1"), "float": ("number", "any")}.get(item, ("text", None))
+        if is_list:
+            values = [_text(v) for v in default] if isinstance(default, list) and default else [""]
+        else:
+            values = [_text(default)]
+        fields.append({**_field(param, widget), "step": step, "list": is_list, "texts": values})
+    return fields
+
+
+def _field(param: dict, widget: str) -> dict:
+    return {"name": param["name"], "type": param["type"], "required": bool(param.get("required")),
+            "widget": widget, "step": None, "list": False, "texts": [""], "checked": False}
+
+
+def _text(value) -> str:
+    """:returns: a default as an input's text (``None``: empty)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 class SchemaResource:
@@ -70,22 +144,89 @@ class EventPropertiesResource:
 
 
 class DashboardResource:
-    """``GET /``: modules, their state and their views, each view in its own frame."""
+    """``GET /``: modules with their state, last error, lag and dead letters, and their views,
+    each in its own frame with a parameter form.
+
+    ``?view_timeout_s=N`` makes every frame give up after ``N`` seconds (by default a
+    frame waits for the module's ``call_timeout_s`` and a grace of :data:`FRAME_GRACE_S`).
+    """
 
     def __init__(self, web, templates):
         self._web = web
         self._templates = templates
 
     def on_get(self, req, resp):
+        view_timeout_s = _view_timeout(req)
         snapshot = self._web.table.snapshot()
-        modules = []
-        for name in sorted(snapshot.modules):
-            record = snapshot.modules[name]
-            endpoints = record.get("endpoints", [])
-            modules.append({"name": name, "state": record["state"], "restarts": record["restarts"],
-                            "description": (record.get("manifest") or {}).get("description", ""),
-                            "views": [e for e in endpoints if e["class"] == "view"],
-                            "queries": [e for e in endpoints if e["class"] == "query"],
-                            "handlers": [e for e in endpoints if e["class"] == "handler"]})
+        try:
+            status, status_problem = self._web.module_status(), None
+        except InsightsError as err:  # the page still shows what the module table knows
+            log.warning("the dashboard has no live status: %s", err)
+            status, status_problem = {}, str(err)
+        modules = [self._module(name, snapshot.modules[name], status.get(name) or {}, view_timeout_s)
+                   for name in sorted(snapshot.modules)]
+        states = {}
+        for module in modules:
+            states[module["state"]] = states.get(module["state"], 0) + 1
         resp.content_type = falcon.MEDIA_HTML
-        resp.text = self._templates.get_template("dashboard.html").render(modules=modules)
+        resp.text = self._templates.get_template("dashboard.html").render(
+            modules=modules, states=sorted(states.items()), status_problem=status_problem)
+
+    @staticmethod
+    def _module(name: str, record: dict, live: dict, view_timeout_s: float | None) -> dict:
+        """One module as the template shows it: the host's live status over the table's record."""
+        endpoints = record.get("endpoints", [])
+        last_error = live.get("last_error", record.get("last_error"))
+        call_timeout_s = (record.get("limits") or {}).get("call_timeout_s", DEFAULT_CALL_TIMEOUT_S)
+        timeout_s = view_timeout_s if view_timeout_s is not None else call_timeout_s + FRAME_GRACE_S
+        views = [{"name": e["name"], "doc": e.get("doc", ""), "fields": form_fields(e.get("params", [])),
+                  "autoload": not any(p.get("required") for p in e.get("params", [])),
+                  "timeout_s": timeout_s}
+                 for e in endpoints if e["class"] == "view"]
+        return {"name": name, "state": live.get("state", record.get("state", "unknown")),
+                "pid": live.get("pid", record.get("pid")), "restarts": live.get("restarts", record.get("restarts", 0)),
+                "lag": live.get("lag"), "handled": live.get("handled"), "dead_letters": live.get("dead_letters"),
+                "rebuilding": bool(live.get("rebuilding", record.get("rebuilding"))),
+                "last_error": last_error, "error_summary": error_summary(last_error),
+                "description": (record.get("manifest") or {}).get("description", ""),
+                "views": views,
+                "queries": [e for e in endpoints if e["class"] == "query"],
+                "handlers": [e for e in endpoints if e["class"] == "handler"]}
+
+
+def _view_timeout(req) -> float | None:
+    """:returns: ``?view_timeout_s=`` as seconds, or None when not given.
+
+    :raises falcon.HTTPInvalidParam: not a number in (0, :data:`MAX_VIEW_TIMEOUT_S`].
+    """
+    text = req.get_param("view_timeout_s")
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_VIEW_TIMEOUT_S:  # NaN fails too
+        raise falcon.HTTPInvalidParam(f"a number of seconds above 0, at most {MAX_VIEW_TIMEOUT_S:g}",
+                                      "view_timeout_s")
+    return value
+
+
+class AssetResource:
+    """``GET /assets/{file}``: the dashboard's own script and stylesheet (``hostd/assets/``).
+
+    Only the files shipped there are served; any other name is 404.
+    """
+
+    def __init__(self):
+        folder = resources.files("hostd") / "assets"
+        self._files = {item.name: item for item in folder.iterdir()
+                       if item.is_file() and any(item.name.endswith(s) for s in _ASSET_TYPES)}
+
+    def on_get(self, req, resp, file):
+        item = self._files.get(file)
+        if item is None:
+            raise falcon.HTTPNotFound(title="no such asset")
+        resp.content_type = next(t for s, t in _ASSET_TYPES.items() if file.endswith(s))
+        resp.cache_control = ["no-cache"]
+        resp.data = item.read_bytes()

@@ -133,8 +133,17 @@ def _names(entries, kind) -> dict:
 # Each gives the path item of one URI template (OpenAPI form) from the live /schema entries.
 _INGEST = _json(_ref("IngestAnswer"), "accepted after the matching realtime handlers ran")
 _ROUTES = {
-    "/": lambda entries: {"get": _operation("The dashboard", {"200": _html("modules, states, views")},
-                                            tag="pages")},
+    "/": lambda entries: {"get": _operation(
+        "The dashboard", {"200": _html("modules, states, views")}, ("400",), "pages",
+        parameters=[{"name": "view_timeout_s", "in": "query", "schema": {
+            "type": "number", "exclusiveMinimum": 0, "maximum": 3600},
+            "description": "seconds after which each view's frame gives up (default: its module's"
+                           " call_timeout_s and a few seconds)"}])},
+    "/assets/{file}": lambda entries: {"get": _operation(
+        "The dashboard's script and stylesheet",
+        {"200": {"description": "the file", "content": {"text/javascript": {"schema": {"type": "string"}},
+                                                        "text/css": {"schema": {"type": "string"}}}}},
+        ("404",), "pages", parameters=[_path_param("file", "dashboard.js or dashboard.css")])},
     "/view/{name}": lambda entries: {"get": _operation(
         "The HTML of any view", {"200": _html("the view's HTML")}, _CALL_ERRORS, "views",
         parameters=[_names(entries, "view"), _FREE_PARAMS])},

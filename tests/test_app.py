@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from urllib.parse import urlencode, urlsplit
 
@@ -12,6 +13,7 @@ import falcon.testing
 import pytest
 
 from hostd.app import create_app
+from hostd.dashboard import error_summary
 from hostd.modtable import Snapshot
 from sandbox.errors import BadParameter, ModuleCrashed, ModuleRaised, ModuleTimeout, StoreUnavailable
 from sandbox.filestore import FileStore, sign_path
@@ -401,29 +403,136 @@ def test_schema_html(client):
     assert "&lt;b&gt;of grades&lt;/b&gt;" in result.text
 
 
-def test_dashboard(client):
+TRACEBACK = """Traceback (most recent call last):
+  File "/modules/broken/__init__.py", line 3, in <module>
+    import missing_<b>thing
+ModuleNotFoundError: No module named 'missing_<script>x</script>'
+"""
+
+PARAM_KINDS = [
+    {"name": "course", "type": "str", "required": True, "default": None},
+    {"name": "weeks", "type": "int", "required": False, "default": 2},
+    {"name": "ratio", "type": "float", "required": False, "default": 0.5},
+    {"name": "detailed", "type": "bool", "required": False, "default": True},
+    {"name": "tags", "type": "list[str]", "required": False, "default": ["a", "b"]},
+]
+
+
+class DashboardWeb(FakeWeb):
+    """The fake web context with a table and a live status of its own, for the dashboard."""
+
+    def __init__(self, tmp_path, status=None):
+        super().__init__(tmp_path)
+        table = {"modules": {
+            **TABLE["modules"],
+            "broken": {**TABLE["modules"]["broken"], "last_error": "stale error from the table"},
+            "kinds": {"name": "kinds", "state": "running", "restarts": 0, "pid": 104, "manifest": {},
+                      "limits": {"call_timeout_s": 7.0},
+                      "endpoints": [endpoint("view", "every_kind", "kinds", PARAM_KINDS)]}}}
+        self._snapshot = Snapshot(table)
+        self.status = status if status is not None else {
+            "grades": {"state": "running", "pid": 101, "restarts": 0, "last_error": None, "lag": 12,
+                       "handled": 340, "dead_letters": 0},
+            "broken": {"state": "crashloop", "pid": None, "restarts": 5, "last_error": TRACEBACK, "lag": 3,
+                       "handled": 0, "dead_letters": 4},
+        }
+
+    def module_status(self):
+        if isinstance(self.status, Exception):
+            raise self.status
+        return self.status
+
+
+def dashboard(tmp_path, query_string="", status=None):
+    """:returns: the answer to ``GET /`` over a :class:`DashboardWeb`."""
+    client = falcon.testing.TestClient(create_app(DashboardWeb(tmp_path, status)))
+    return client.simulate_get("/", query_string=query_string)
+
+
+def section(html, module):
+    """:returns: the HTML of one module's section of the dashboard."""
+    start = html.index(f'id="module-{module}"')
+    return html[start:html.index("</section>", start)]
+
+
+def test_dashboard_lists_modules_with_their_state_and_endpoints(client):
     result = client.simulate_get("/")
     assert result.status_code == 200
     assert result.headers["content-type"].startswith("text/html")
     html = result.text
     for name in ("grades", "broken", "misc"):
         assert f'id="module-{name}"' in html
-    assert "crashloop" in html
-    # a view without required parameters loads at once; one with them waits for its form
-    assert 'data-src="/view/grade_chart"' in html
-    assert 'id="frame-grade_chart"' in html
-    assert 'id="frame-user_card"' in html
-    assert 'data-src="/view/user_card"' not in html
-    assert 'name="user"' in html
-    assert "count_grades" in html  # handlers are listed
-    assert "course_grades" in html  # queries are listed
+    assert 'data-state="crashloop"' in section(html, "broken")
+    assert "count_grades" in section(html, "grades")  # handlers are listed
+    assert 'href="/query/course_grades"' in section(html, "grades")  # queries are linked
+    assert '<a class="view-link" href="/view/grade_chart"' in html  # and each view
 
 
-def test_dashboard_escapes_module_descriptions(client):
-    html = client.simulate_get("/").text
-    assert "<script>alert('x')</script>" not in html
+def test_dashboard_shows_lag_dead_letters_and_the_last_errors_summary(tmp_path):
+    broken = section(dashboard(tmp_path).text, "broken")
+    assert '<dd class="lag">3</dd>' in broken
+    assert 'href="/modules/broken/dead_letters">4</a>' in broken
+    summary = broken[broken.index("<summary>"):broken.index("</summary>")]
+    assert "ModuleNotFoundError: No module named" in summary
+    assert "Traceback" not in summary  # the summary is the last line...
+    details = broken[broken.index("<details"):broken.index("</details>")]
+    assert "Traceback (most recent call last):" in details  # ...and the whole text is one click away
+    assert "stale error from the table" not in broken  # the live status wins over the table
+    assert '<dd class="lag">12</dd>' in section(dashboard(tmp_path).text, "grades")
+
+
+def test_dashboard_escapes_error_texts_and_descriptions(tmp_path):
+    html = dashboard(tmp_path).text
+    assert "<script>" not in html.replace('<script src="/assets/dashboard.js" defer></script>', "")
+    assert "&lt;script&gt;x&lt;/script&gt;" in html
+    assert "import missing_&lt;b&gt;thing" in html
     assert "&lt;script&gt;alert(" in html
     assert "<b>of grades</b>" not in html
+
+
+def test_dashboard_without_live_status_shows_the_table(tmp_path):
+    result = dashboard(tmp_path, status=ModuleTimeout("hostd did not answer status in time"))
+    assert result.status_code == 200
+    assert "Live status unavailable (hostd did not answer status in time)" in result.text
+    broken = section(result.text, "broken")
+    assert "stale error from the table" in broken and '<dd class="lag">?</dd>' in broken
+
+
+def test_views_without_required_parameters_load_at_once_others_wait(tmp_path):
+    html = dashboard(tmp_path).text
+    chart = html[html.index('id="view-grade_chart"'):]
+    assert chart[:chart.index(">")].endswith("data-autoload")
+    card = html[html.index('id="view-user_card"'):]
+    assert "data-autoload" not in card[:card.index(">")]
+
+
+def test_each_parameter_gets_an_input_of_its_type(tmp_path):
+    html = dashboard(tmp_path).text
+    form = html[html.index('id="view-every_kind"'):]
+    form = form[form.index("<form"):form.index("</form>")]
+    params = {m.group(1): m.group(0) for m in re.finditer(r'<div class="param" data-param="(\w+)".*?</div>', form, re.S)}
+    assert set(params) == {"course", "weeks", "ratio", "detailed", "tags"}
+    assert 'type="text"' in params["course"] and " required" in params["course"]
+    assert 'title="required">*</abbr>' in params["course"]
+    assert 'type="number"' in params["weeks"] and 'step="1"' in params["weeks"] and 'value="2"' in params["weeks"]
+    assert 'type="number"' in params["ratio"] and 'step="any"' in params["ratio"]
+    assert 'type="checkbox"' in params["detailed"] and " checked" in params["detailed"]
+    assert params["tags"].count("<input") == 2 and 'value="a"' in params["tags"] and 'class="add-item"' in params["tags"]
+    for name in ("weeks", "ratio", "detailed", "tags"):
+        assert "required" not in params[name], name
+
+
+def test_each_frame_waits_its_modules_call_limit_and_a_grace(tmp_path):
+    html = dashboard(tmp_path).text
+    assert re.search(r'id="view-every_kind"[^>]*data-timeout-s="12.0"', html)
+    assert re.search(r'id="view-grade_chart"[^>]*data-timeout-s="35.0"', html)  # the default limit
+    html = dashboard(tmp_path, "view_timeout_s=2.5").text
+    assert re.search(r'id="view-every_kind"[^>]*data-timeout-s="2.5"', html)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "3601", "soon"])
+def test_a_bad_view_timeout_is_400(tmp_path, value):
+    assert_error(dashboard(tmp_path, f"view_timeout_s={value}"), 400, "http")
 
 
 def test_dashboard_without_modules(tmp_path):
@@ -431,6 +540,30 @@ def test_dashboard_without_modules(tmp_path):
     web._snapshot = Snapshot({})
     html = falcon.testing.TestClient(create_app(web)).simulate_get("/").text
     assert "No modules are loaded." in html
+
+
+@pytest.mark.parametrize("name, content_type, needle", [
+    ("dashboard.js", "text/javascript", "function loadView"),
+    ("dashboard.css", "text/css", ".error-box"),
+])
+def test_the_dashboards_assets_are_served(client, name, content_type, needle):
+    result = client.simulate_get(f"/assets/{name}")
+    assert result.status_code == 200
+    assert result.headers["content-type"].startswith(content_type)
+    assert needle in result.text
+    assert f'"/assets/{name}"' in client.simulate_get("/").text
+
+
+@pytest.mark.parametrize("name", ["missing.js", "..%2Fdashboard.py", "__init__.py", "dashboard.js%00"])
+def test_only_the_dashboards_assets_are_served(client, name):
+    assert_error(client.simulate_get(f"/assets/{name}"), 404, "http")
+
+
+def test_error_summary_is_the_last_line():
+    assert error_summary(TRACEBACK) == "ModuleNotFoundError: No module named 'missing_<script>x</script>'"
+    assert error_summary("not ready after 30 s") == "not ready after 30 s"
+    assert error_summary(None) == "" and error_summary("\n \n") == ""
+    assert len(error_summary("x" * 1000, limit=50)) == 50
 
 
 def test_modules(client):
