@@ -7,6 +7,7 @@ from sandbox.errors import InsightsError
 
 from .dashboard import DashboardResource, EventPropertiesResource, SchemaResource, make_templates
 from .errors import handle_insights_error, handle_unexpected
+from .metrics import build as build_metrics
 from .openapi import OpenAPIResource
 from .origin import OriginGuard
 from .xapi import AboutResource, StatementsResource
@@ -21,7 +22,8 @@ def create_app(web) -> falcon.App:
 
     :returns: the WSGI application.
     """
-    app = falcon.App(middleware=[OriginGuard(web.config["server.bind"])])
+    metrics_middleware, metrics = build_metrics(lambda: web.module_status(), getattr(web, "call_observers", None))
+    app = falcon.App(middleware=[OriginGuard(web.config["server.bind"]), metrics_middleware])
     app.req_options.auto_parse_form_urlencoded = False
     app.req_options.keep_blank_qs_values = True
     templates = make_templates()
@@ -36,6 +38,7 @@ def create_app(web) -> falcon.App:
     app.add_route("/modules/{name}/cron/{task}/run", CronRunResource(web))
     app.add_route("/modules/{name}/rebuild", RebuildResource(web))
     app.add_route("/healthz", HealthResource(web))
+    app.add_route("/metrics", metrics)
     app.add_route("/event", EventResource(web))
     app.add_route("/fs/{module}/{path:path}", FileResource(web))
     app.add_route("/static/{module}/{path:path}", StaticResource(web))
