@@ -1,0 +1,163 @@
+"""``GET /metrics``: in-process through the app factory, and summed over the workers of a real hostd."""
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import falcon.testing
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from hostd.app import create_app
+from hostd.metrics import RESTART_REASONS, restart_reason
+from running_hostd import start_daemon, stop_daemon, wait_until
+from test_app import FakeWeb
+
+pytestmark = pytest.mark.timeout(240)
+
+MODULES = Path(__file__).parent / "metrics_modules"
+
+
+def samples(text: str) -> dict:
+    """:returns: ``{(sample name, frozenset of label items): value}`` of a Prometheus text."""
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(found: dict, name: str, **labels) -> float | None:
+    """:returns: the sample ``name`` with exactly ``labels``, or None."""
+    return found.get((name, frozenset(labels.items())))
+
+
+def total(found: dict, name: str, **labels) -> float:
+    """:returns: the sum of the samples ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, items), v in found.items() if n == name and wanted <= items)
+
+
+# -- the reasons, from the texts the supervisor writes ------------------------------------------
+
+@pytest.mark.parametrize("text, state, reason", [
+    ("sandbox process killed by SIGKILL (status -9)", "restarting", "crashed"),
+    ("sandbox process exited with status 1", "running", "crashed"),
+    ("killed: query 'slow' of module 'm' did not answer within 1 s", "running", "timeout"),
+    ("killed: over its memory limit (256 MiB)", "restarting", "memory"),
+    ("not ready after 30 s", "restarting", "start_timeout"),
+    ("Traceback (most recent call last):\n  ...\nImportError: x", "failed", "load_failed"),
+    ("cannot prepare the sandbox: no space", "restarting", "other"),
+    (None, "running", "other"),
+])
+def test_restart_reasons_are_classified_into_a_bounded_set(text, state, reason):
+    assert restart_reason(text, state) == reason
+    assert reason in RESTART_REASONS
+
+
+# -- in-process: one process's own registry -------------------------------------------------------
+
+class StatusWeb(FakeWeb):
+    """The test_app stand-in, with a ``/modules`` answer holding handlers and call observers."""
+
+    def __init__(self, tmp_path):
+        super().__init__(tmp_path)
+        self.call_observers = []
+        self.status = {
+            "grades": {"state": "running", "restarts": 2, "last_error": "sandbox process killed by SIGKILL (status -9)",
+                       "dead_letters": 3, "lag": 7, "handlers": {
+                           "count_grades": {"mode": "queued", "lag": 7, "handled": 40, "failures": 1}}},
+            "broken": {"state": "failed", "restarts": 0, "last_error": "Traceback ...", "dead_letters": 0,
+                       "lag": 0, "handlers": {}},
+        }
+
+    def call(self, kind, name, params):
+        record, _ = self._snapshot.resolve(kind, name)
+        try:
+            return super().call(kind, name, params)
+        finally:
+            for observe in self.call_observers:
+                observe(record["name"], kind, 0.001)
+
+    def module_status(self):
+        return self.status
+
+
+@pytest.fixture
+def web(tmp_path):
+    return StatusWeb(tmp_path)
+
+
+@pytest.fixture
+def client(web):
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ  # in-process: the app's own registry
+    return falcon.testing.TestClient(create_app(web))
+
+
+def scrape(client) -> dict:
+    response = client.simulate_get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return samples(response.text)
+
+
+def test_requests_are_counted_by_route_template_and_status(client):
+    for user in ("a", "b", "c"):
+        assert client.simulate_get("/query/course_grades").status_code == 200
+        assert client.simulate_get("/view/user_card", params={"user": user}).status_code == 200
+    assert client.simulate_get("/query/no_such_query").status_code == 404
+    found = scrape(client)
+    assert value(found, "insights_http_requests_total", route="/query/{name}", method="GET", status="200") == 3
+    assert value(found, "insights_http_requests_total", route="/view/{name}", method="GET", status="200") == 3
+    assert value(found, "insights_http_requests_total", route="/query/{name}", method="GET", status="404") == 1
+    assert not [key for key in found if dict(key[1]).get("route", "").startswith("/query/course")]
+
+
+def test_call_latency_is_a_histogram_per_module(client):
+    for _ in range(4):
+        client.simulate_get("/query/course_grades")
+    client.simulate_get("/query/fails")
+    found = scrape(client)
+    assert value(found, "insights_call_duration_seconds_count", module="grades", kind="query") == 4
+    assert value(found, "insights_call_duration_seconds_count", module="misc", kind="query") == 1
+    assert value(found, "insights_call_duration_seconds_bucket", module="grades", kind="query", le="+Inf") == 4
+
+
+def test_events_accepted_are_counted(client):
+    for batch in ([{"a": 1}], [{"a": 2}, {"a": 3}]):
+        assert client.simulate_post("/event", json=batch).status_code == 202
+    assert client.simulate_post("/event", body="[1]").status_code == 400
+    found = scrape(client)
+    assert value(found, "insights_events_total", outcome="accepted") == 3
+    assert value(found, "insights_events_total", outcome="duplicate") == 0
+
+
+def test_host_figures_come_from_the_module_status(client, web):
+    found = scrape(client)
+    assert value(found, "insights_host_up") == 1
+    assert value(found, "insights_module_restarts_total", module="grades") == 2
+    assert value(found, "insights_module_last_restart_info", module="grades", reason="crashed") == 1
+    assert value(found, "insights_module_last_restart_info", module="broken", reason="load_failed") == 1
+    assert value(found, "insights_module_state", module="broken", state="failed") == 1
+    assert value(found, "insights_module_state", module="broken", state="running") == 0
+    assert value(found, "insights_module_dead_letters", module="grades") == 3
+    assert value(found, "insights_handler_lag", module="grades", handler="count_grades", mode="queued") == 7
+    assert value(found, "insights_handler_handled_total", module="grades", handler="count_grades") == 40
+    assert value(found, "insights_handler_failures", module="grades", handler="count_grades") == 1
+
+
+def test_a_silent_host_leaves_the_web_figures(client, web):
+    def unavailable():
+        raise TimeoutError("hostd did not answer status in time")
+    web.module_status = unavailable
+    client.simulate_get("/healthz")
+    found = scrape(client)
+    assert value(found, "insights_host_up") == 0
+    assert value(found, "insights_http_requests_total", route="/healthz", method="GET", status="200") == 1
+    assert not [key for key in found if key[0].startswith("insights_module_")]
+
+
+def test_two_apps_in_one_process_count_apart(tmp_path):
+    first, second = (falcon.testing.TestClient(create_app(StatusWeb(tmp_path))) for _ in range(2))
+    first.simulate_get("/healthz")
+    assert value(scrape(first), "insights_http_requests_total", route="/healthz", method="GET", status="200") == 1
+    assert value(scrape(second), "insights_http_requests_total", route="/healthz", method="GET", status="200") is None
