@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import falcon.testing
@@ -11,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hostd.app import create_app
-from hostd.metrics import RESTART_REASONS, restart_reason
+from hostd.metrics import RESTART_REASONS, prepare_multiproc_dir, restart_reason
 from running_hostd import start_daemon, stop_daemon, wait_until
 from test_app import FakeWeb
 
@@ -161,3 +162,116 @@ def test_two_apps_in_one_process_count_apart(tmp_path):
     first.simulate_get("/healthz")
     assert value(scrape(first), "insights_http_requests_total", route="/healthz", method="GET", status="200") == 1
     assert value(scrape(second), "insights_http_requests_total", route="/healthz", method="GET", status="200") is None
+
+
+def test_the_daemon_empties_the_metric_folder_it_hands_to_gunicorn(tmp_path):
+    folder = tmp_path / "run" / "metrics"
+    folder.mkdir(parents=True)
+    (folder / "counter_4242.db").write_bytes(b"left by a previous run")
+    (folder / "keep.txt").write_text("not a metric file")
+    assert prepare_multiproc_dir(folder) == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
+    assert folder.stat().st_mode & 0o777 == 0o700
+
+
+# -- a real hostd with two web workers: figures summed over them ----------------------------------
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    running = start_daemon(tmp_path_factory.mktemp("metrics"), MODULES, {"metered"}, set())  # 2 workers
+    yield running
+    stop_daemon(running)
+
+
+def daemon_scrape(daemon) -> dict:
+    response = daemon.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return samples(response.text)
+
+
+def worker_files(daemon, kind: str) -> set:
+    """:returns: the web worker pids that wrote metric files of ``kind`` (``counter``, ``histogram``)."""
+    return {p.name for p in (daemon.data_dir / "run" / "metrics").glob(f"{kind}_*.db")}
+
+
+def post_queries(daemon, count: int) -> None:
+    """``count`` queries at once, each on its own connection, so the workers share them."""
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda n: daemon.query("ping", n=n), range(count)))
+    assert answers == list(range(count))
+
+
+@pytest.mark.e2e
+def test_queries_answered_by_any_worker_are_summed_in_every_scrape(daemon):
+    before = daemon_scrape(daemon)
+    sent = 0
+    for _ in range(20):  # until at least two workers have answered some
+        post_queries(daemon, 16)
+        sent += 16
+        if len(worker_files(daemon, "histogram")) >= 2:
+            break
+    assert len(worker_files(daemon, "histogram")) >= 2, "one worker answered every query"
+    for _ in range(6):  # whichever worker answers the scrape
+        after = daemon_scrape(daemon)
+        route = {"route": "/query/{name}", "method": "POST", "status": "200"}
+        assert (value(after, "insights_http_requests_total", **route)
+                - (value(before, "insights_http_requests_total", **route) or 0)) == sent
+        calls = {"module": "metered", "kind": "query"}
+        assert (value(after, "insights_call_duration_seconds_count", **calls)
+                - (value(before, "insights_call_duration_seconds_count", **calls) or 0)) == sent
+        assert (value(after, "insights_call_duration_seconds_bucket", le="+Inf", **calls)
+                == value(after, "insights_call_duration_seconds_count", **calls))
+
+
+@pytest.mark.e2e
+def test_events_accepted_and_duplicates_match_what_was_posted(daemon):
+    before = daemon_scrape(daemon)
+    events = [{"kind": "other", "id": uuid.uuid4().hex} for _ in range(30)]
+    for start in range(0, 30, 5):
+        assert daemon.post("/event", json=events[start:start + 5]).status_code == 202
+    answer = daemon.post("/event", json=events[:7] + [{"kind": "other", "id": uuid.uuid4().hex}]).json()
+    assert (answer["accepted"], answer["duplicates"]) == (1, 7)
+    for _ in range(4):
+        after = daemon_scrape(daemon)
+        assert total(after, "insights_events_total", outcome="accepted") - total(
+            before, "insights_events_total", outcome="accepted") == 31
+        assert total(after, "insights_events_total", outcome="duplicate") - total(
+            before, "insights_events_total", outcome="duplicate") == 7
+
+
+@pytest.mark.e2e
+def test_lag_and_dead_letters_are_those_of_modules(daemon):
+    letters = daemon.modules()["metered"]["dead_letters"]
+    good = [{"kind": "metered", "n": n, "id": uuid.uuid4().hex} for n in range(5)]
+    assert daemon.post("/event", json=good + [{"kind": "metered", "poison": True, "id": uuid.uuid4().hex}]
+                       ).status_code == 202
+
+    def settled():
+        entry = daemon.modules()["metered"]
+        return entry if entry["dead_letters"] == letters + 1 and entry["lag"] == 0 else None
+    entry = wait_until(settled, 60, what="the poison event parked as a dead letter")
+    found = daemon_scrape(daemon)
+    assert value(found, "insights_module_dead_letters", module="metered") == entry["dead_letters"]
+    assert entry["handlers"], entry
+    for handler, stats in entry["handlers"].items():
+        assert value(found, "insights_handler_lag", module="metered", handler=handler,
+                     mode=stats["mode"]) == stats["lag"]
+        assert value(found, "insights_handler_handled_total", module="metered",
+                     handler=handler) == stats["handled"]
+    assert value(found, "insights_host_up") == 1
+
+
+@pytest.mark.e2e
+def test_a_killed_sandbox_counts_a_restart_with_its_reason(daemon):
+    entry = daemon.modules()["metered"]
+    before = value(daemon_scrape(daemon), "insights_module_restarts_total", module="metered")
+    assert before == entry["restarts"]
+    os.kill(entry["pid"], signal.SIGKILL)
+    wait_until(lambda: (lambda e: e["restarts"] == entry["restarts"] + 1 and e["state"] == "running")(
+        daemon.modules()["metered"]), 60, what="the sandbox restarted")
+    for _ in range(3):
+        found = daemon_scrape(daemon)
+        assert value(found, "insights_module_restarts_total", module="metered") == before + 1
+        assert value(found, "insights_module_last_restart_info", module="metered", reason="crashed") == 1
+        assert value(found, "insights_module_state", module="metered", state="running") == 1
