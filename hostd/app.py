@@ -22,7 +22,8 @@ def create_app(web) -> falcon.App:
 
     :returns: the WSGI application.
     """
-    metrics_middleware, metrics = build_metrics(lambda: web.module_status(), getattr(web, "call_observers", None))
+    metrics_middleware, metrics = build_metrics(lambda: web.module_status(), lambda: web.table.snapshot().modules,
+                                                getattr(web, "call_observers", None))
     app = falcon.App(middleware=[OriginGuard(web.config["server.bind"]), metrics_middleware])
     app.req_options.auto_parse_form_urlencoded = False
     app.req_options.keep_blank_qs_values = True

@@ -117,10 +117,14 @@ class HostCollector:
 
     :param module_status: ``() -> dict``, the ``/modules`` answer
         (:meth:`hostd.web.WebContext.module_status`).
+    :param module_records: ``() -> {module: record}``, the module table the web workers
+        read: its ``last_exit`` says why a sandbox last died, where ``last_error`` may
+        since have become the traceback of a call that raised.
     """
 
-    def __init__(self, module_status):
+    def __init__(self, module_status, module_records):
         self._module_status = module_status
+        self._module_records = module_records
 
     def collect(self):
         """:returns: the metric families (none when the host does not answer: the scrape goes on)."""
@@ -131,10 +135,10 @@ class HostCollector:
             status = None
         up = GaugeMetricFamily("insights_host_up", "1 when the host answered this scrape's module status")
         up.add_metric([], 0 if status is None else 1)
-        return [up] if status is None else [up, *self._families(status)]
+        return [up] if status is None else [up, *self._families(status, self._module_records())]
 
     @staticmethod
-    def _families(status: dict):
+    def _families(status: dict, records: dict):
         state = GaugeMetricFamily("insights_module_state", "1 for the module's current state",
                                   labels=["module", "state"])
         restarts = CounterMetricFamily("insights_module_restarts", "Restarts of the module's sandbox",
@@ -156,7 +160,8 @@ class HostCollector:
                 state.add_metric([module, name], 1 if entry.get("state") == name else 0)
             restarts.add_metric([module], entry.get("restarts") or 0)
             if entry.get("restarts") or entry.get("state") == "failed":
-                reason.add_metric([module, restart_reason(entry.get("last_error"), entry.get("state"))], 1)
+                why = (records.get(module) or {}).get("last_exit") or entry.get("last_error")
+                reason.add_metric([module, restart_reason(why, entry.get("state"))], 1)
             dead.add_metric([module], entry.get("dead_letters") or 0)
             for handler, stats in sorted((entry.get("handlers") or {}).items()):
                 lag.add_metric([module, handler, str(stats.get("mode"))], stats.get("lag") or 0)
@@ -198,7 +203,7 @@ class MetricsResource:
         resp.data = generate_latest(self._registry)
 
 
-def build(module_status, call_observers=None):
+def build(module_status, module_records, call_observers=None):
     """The metric objects of one app, its middleware and its ``/metrics`` resource.
 
     In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set) the worker's metrics
@@ -207,6 +212,7 @@ def build(module_status, call_observers=None):
     one process never share or clash.
 
     :param module_status: ``() -> dict``, the ``/modules`` answer.
+    :param module_records: ``() -> {module: record}``, the module table.
     :param call_observers: the web context's list of call observers
         (:attr:`hostd.web.WebContext.call_observers`), or ``None`` when it has none.
     :returns: ``(middleware, resource)``.
@@ -216,7 +222,7 @@ def build(module_status, call_observers=None):
     metrics = WebMetrics(None if multiprocess else registry)
     if multiprocess:
         MultiProcessCollector(registry)
-    registry.register(HostCollector(module_status))
+    registry.register(HostCollector(module_status, module_records))
     if call_observers is not None:
         call_observers.append(metrics.observe_call)
     return RequestMetrics(metrics), MetricsResource(registry)

@@ -1,6 +1,7 @@
 """``GET /metrics``: in-process through the app factory, and summed over the workers of a real hostd."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import uuid
@@ -14,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from hostd.app import create_app
 from hostd.metrics import RESTART_REASONS, prepare_multiproc_dir, restart_reason
 from running_hostd import start_daemon, stop_daemon, wait_until
-from test_app import FakeWeb
+from hostd.modtable import Snapshot
+from test_app import TABLE, FakeWeb
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -146,6 +148,17 @@ def test_host_figures_come_from_the_module_status(client, web):
     assert value(found, "insights_handler_failures", module="grades", handler="count_grades") == 1
 
 
+def test_the_reason_is_the_last_death_even_after_a_call_raised(client, web):
+    table = json.loads(json.dumps(TABLE))
+    table["modules"]["grades"]["last_exit"] = "killed: over its memory limit (256 MiB)"
+    web.snapshot = lambda: Snapshot(table)
+    web.status["grades"]["last_error"] = "Traceback (most recent call last): ... ValueError"
+    found = scrape(client)
+    assert value(found, "insights_module_last_restart_info", module="grades", reason="memory") == 1
+    assert [dict(k[1])["reason"] for k in found if k[0] == "insights_module_last_restart_info"
+            and dict(k[1])["module"] == "grades"] == ["memory"]
+
+
 def test_a_silent_host_leaves_the_web_figures(client, web):
     def unavailable():
         raise TimeoutError("hostd did not answer status in time")
@@ -270,6 +283,8 @@ def test_a_killed_sandbox_counts_a_restart_with_its_reason(daemon):
     os.kill(entry["pid"], signal.SIGKILL)
     wait_until(lambda: (lambda e: e["restarts"] == entry["restarts"] + 1 and e["state"] == "running")(
         daemon.modules()["metered"]), 60, what="the sandbox restarted")
+    assert daemon.get("/query/boom").status_code == 500  # last_error: its traceback, not the death
+    wait_until(lambda: "boom" in (daemon.modules()["metered"]["last_error"] or ""), 30, what="the traceback")
     for _ in range(3):
         found = daemon_scrape(daemon)
         assert value(found, "insights_module_restarts_total", module="metered") == before + 1

@@ -14,3 +14,9 @@ def tally(db, events):
     if any(e.event.get("poison") for e in events):
         raise ValueError("poison event")
     db["tally"].insert_many([{"n": e.event.get("n")} for e in events])
+
+
+@query()
+def boom():
+    """Raise: the module's last error becomes this traceback."""
+    raise RuntimeError("boom")
