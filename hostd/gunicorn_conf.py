@@ -20,7 +20,6 @@ def post_fork(server, worker):
         os._exit(1)
 
 
-
 def child_exit(server, worker):
     """In the master, once a worker exited: drop its live-gauge files (``/metrics``).
 

@@ -49,6 +49,8 @@ _REASON_PATTERNS = (
                            r"|killed: over its CPU limit)")),
 )
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
 _STATES = ("starting", "running", "restarting", "crashloop", "failed", "stopped")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -144,8 +146,8 @@ class HostCollector:
         restarts = CounterMetricFamily("insights_module_restarts", "Restarts of the module's sandbox",
                                        labels=["module"])
         reason = GaugeMetricFamily("insights_module_last_restart_info",
-                                   "The last recorded reason for a module's restart or failure, classified"
-                                   " from its last error (one of " + ", ".join(RESTART_REASONS) + ")",
+                                   "1, labelled with why the module's sandbox last died or why it failed to"
+                                   " load (one of " + ", ".join(RESTART_REASONS) + ")",
                                    labels=["module", "reason"])
         dead = GaugeMetricFamily("insights_module_dead_letters", "Events the module's handlers gave up on",
                                  labels=["module"])
@@ -183,10 +185,14 @@ class RequestMetrics:
     def process_response(self, req, resp, resource, req_succeeded):
         """Count the request once its status is known (errors included)."""
         route = req.uri_template if resource is not None and req.uri_template else "unrouted"
-        status = str(resp.status)[:3]
-        self._metrics.requests.labels(route=route, method=req.method, status=status).inc()
-        if route == "/event" and isinstance(resp.media, dict) and "accepted" in resp.media:
-            self._metrics.observe_ingest(resp.media)
+        method = req.method if req.method in _METHODS else "other"
+        self._metrics.requests.labels(route=route, method=method, status=str(resp.status)[:3]).inc()
+        if route == "/event":
+            media = resp.media if isinstance(resp.media, dict) else {}
+            # a realtime 504 carries the ingestion answer in its error: those events are logged too
+            answer = media if "accepted" in media else media.get("error") or {}
+            if isinstance(answer, dict) and "accepted" in answer:
+                self._metrics.observe_ingest(answer)
 
 
 class MetricsResource:

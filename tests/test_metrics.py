@@ -16,6 +16,7 @@ from hostd.app import create_app
 from hostd.metrics import RESTART_REASONS, prepare_multiproc_dir, restart_reason
 from running_hostd import start_daemon, stop_daemon, wait_until
 from hostd.modtable import Snapshot
+from hostd.web import RealtimeTimeout
 from test_app import TABLE, FakeWeb
 
 pytestmark = pytest.mark.timeout(240)
@@ -84,6 +85,12 @@ class StatusWeb(FakeWeb):
     def module_status(self):
         return self.status
 
+    def append_events(self, events):
+        answer = super().append_events(events)
+        if any(e.get("late") for e in events):  # as WebContext does when realtime handlers overran
+            raise RealtimeTimeout("realtime handlers did not finish in 1 s", answer)
+        return answer
+
 
 @pytest.fixture
 def web(tmp_path):
@@ -132,6 +139,12 @@ def test_events_accepted_are_counted(client):
     found = scrape(client)
     assert value(found, "insights_events_total", outcome="accepted") == 3
     assert value(found, "insights_events_total", outcome="duplicate") == 0
+
+
+def test_events_logged_before_a_realtime_timeout_are_counted(client):
+    response = client.simulate_post("/event", json=[{"late": True}, {"late": True}])
+    assert response.status_code == 504 and response.json["error"]["accepted"] == 2
+    assert value(scrape(client), "insights_events_total", outcome="accepted") == 2
 
 
 def test_host_figures_come_from_the_module_status(client, web):
