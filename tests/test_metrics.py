@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import falcon.testing
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -303,3 +304,21 @@ def test_a_killed_sandbox_counts_a_restart_with_its_reason(daemon):
         assert value(found, "insights_module_restarts_total", module="metered") == before + 1
         assert value(found, "insights_module_last_restart_info", module="metered", reason="crashed") == 1
         assert value(found, "insights_module_state", module="metered", state="running") == 1
+
+
+@pytest.mark.e2e
+def test_counts_of_a_worker_that_exited_stay_in_the_totals(daemon):
+    post_queries(daemon, 8)
+    calls = {"module": "metered", "kind": "query"}
+    before = value(daemon_scrape(daemon), "insights_call_duration_seconds_count", **calls)
+    workers = {child.pid: child for child in psutil.Process(daemon.process.pid).children(recursive=True)
+               if child.parent().cmdline()[-1:] == ["hostd.wsgi:application"]}
+    answered = [int(name[len("histogram_"):-len(".db")]) for name in worker_files(daemon, "histogram")]
+    gone = next(pid for pid in answered if pid in workers)  # a worker holding some of the counts
+    workers[gone].terminate()  # gunicorn starts another in its place
+    workers[gone].wait(30)
+    wait_until(lambda: len([c for c in psutil.Process(daemon.process.pid).children(recursive=True)
+                            if c.parent().cmdline()[-1:] == ["hostd.wsgi:application"]]) == 2, 30,
+               what="gunicorn's replacement worker")
+    for _ in range(4):
+        assert value(daemon_scrape(daemon), "insights_call_duration_seconds_count", **calls) == before
