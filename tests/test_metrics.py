@@ -205,7 +205,8 @@ def test_the_daemon_empties_the_metric_folder_it_hands_to_gunicorn(tmp_path):
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    running = start_daemon(tmp_path_factory.mktemp("metrics"), MODULES, {"metered"}, set())  # 2 workers
+    # start_daemon's config has [server] workers = 2: requests land on either worker
+    running = start_daemon(tmp_path_factory.mktemp("metrics"), MODULES, {"metered"}, set())
     yield running
     stop_daemon(running)
 
