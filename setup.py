@@ -30,6 +30,7 @@ setup(
         "requests>=2.31,<3",
         "tqdm>=4.66,<5",
         "watchfiles>=0.21,<2",
+        "prometheus-client>=0.20,<1",
     ],
     extras_require={
         "test": [

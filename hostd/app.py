@@ -8,6 +8,7 @@ from sandbox.errors import InsightsError
 from .dashboard import (AssetResource, DashboardResource, EventPropertiesResource, SchemaResource,
                         make_templates)
 from .errors import handle_insights_error, handle_unexpected
+from .metrics import build as build_metrics
 from .openapi import OpenAPIResource
 from .origin import OriginGuard
 from .xapi import AboutResource, StatementsResource
@@ -22,7 +23,9 @@ def create_app(web) -> falcon.App:
 
     :returns: the WSGI application.
     """
-    app = falcon.App(middleware=[OriginGuard(web.config["server.bind"])])
+    metrics_middleware, metrics = build_metrics(lambda: web.module_status(), lambda: web.table.snapshot().modules,
+                                                getattr(web, "call_observers", None))
+    app = falcon.App(middleware=[OriginGuard(web.config["server.bind"]), metrics_middleware])
     app.req_options.auto_parse_form_urlencoded = False
     app.req_options.keep_blank_qs_values = True
     templates = make_templates()
@@ -38,6 +41,7 @@ def create_app(web) -> falcon.App:
     app.add_route("/modules/{name}/cron/{task}/run", CronRunResource(web))
     app.add_route("/modules/{name}/rebuild", RebuildResource(web))
     app.add_route("/healthz", HealthResource(web))
+    app.add_route("/metrics", metrics)
     app.add_route("/event", EventResource(web))
     app.add_route("/fs/{module}/{path:path}", FileResource(web))
     app.add_route("/static/{module}/{path:path}", StaticResource(web))

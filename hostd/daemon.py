@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .config import Config
 from .host import Host
+from .metrics import MULTIPROC_ENV, prepare_multiproc_dir
 
 __all__ = ["Daemon", "PortUnavailable", "listen"]
 
@@ -79,6 +80,7 @@ class Daemon:
         self._signal = None
         self._web: subprocess.Popen | None = None
         self._listener: socket.socket | None = None
+        self._metrics_dir: str | None = None  # the web workers' shared metric files, emptied at each start
         self.port = config["server.port"]  # the actual one once bound (when 0 was asked for)
 
     def _on_signal(self, signum, frame):
@@ -86,7 +88,7 @@ class Daemon:
 
     def _start_web(self, host: Host) -> None:
         root = str(Path(__file__).resolve().parents[1])
-        env = dict(os.environ, INSIGHTS_RUNTIME=str(host.paths.runtime_file),
+        env = dict(os.environ, INSIGHTS_RUNTIME=str(host.paths.runtime_file), **{MULTIPROC_ENV: self._metrics_dir},
                    PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         timeout = int(max(host.config["limits.call_timeout_s"], host.config["limits.realtime_timeout_s"]) + 30)
         command = [sys.executable, "-m", "gunicorn", "--config", "python:hostd.gunicorn_conf",
@@ -137,6 +139,7 @@ class Daemon:
         host = Host(self.config)
         try:
             host.start()
+            self._metrics_dir = prepare_multiproc_dir(host.paths.run / "metrics")
             self._start_web(host)
             if not self._web_ready():
                 if self._signal is not None:

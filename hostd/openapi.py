@@ -201,6 +201,10 @@ _ROUTES = {
                                       "modules": {"type": "object",
                                                   "additionalProperties": {"type": "integer"}}}},
                       "alive")})},
+    "/metrics": lambda entries: {"get": _operation(
+        "Figures for Prometheus: requests, call latency, events, module restarts, handler lag",
+        {"200": {"description": "the Prometheus text exposition format",
+                 "content": {"text/plain": {"schema": {"type": "string"}}}}})},
     "/event": lambda entries: {
         "post": _operation(
             "Log events (an object, a list, JSON strings of either, or an HTTPHandler record)",

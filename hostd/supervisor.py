@@ -157,6 +157,8 @@ class ModuleSupervisor:
         self.sandbox = None
         self.restarts = 0
         self.last_error: str | None = None
+        #: why the sandbox last died (``last_error`` moves on when a call raises; ``/metrics`` reads this)
+        self.last_exit: str | None = None
         self.endpoints: list = []
         self.manifest: dict = {}
         self.confinement: dict = {}
@@ -180,7 +182,7 @@ class ModuleSupervisor:
     def record(self) -> dict:
         """:returns: this module's entry of the module table."""
         return {"name": self.name, "path": str(self.path), "state": self.state.value, "pid": self.pid,
-                "restarts": self.restarts, "last_error": self.last_error,
+                "restarts": self.restarts, "last_error": self.last_error, "last_exit": self.last_exit,
                 "started_at": self.started_at, "call_endpoint": self._launcher.call_endpoint(self.name),
                 "key": self.key.hex(), "endpoints": self.endpoints, "manifest": self.manifest,
                 "limits": self.limits, "confinement": self.confinement, "cpu": self.cpu,
@@ -293,6 +295,7 @@ class ModuleSupervisor:
             self._quick_deaths = 0
         self._quick_deaths += 1
         self.restarts += 1
+        self.last_exit = self.last_error
         self._next_start = now + self._policy.delay(self._quick_deaths)
         self._discard_sandbox()
         crashloop = self._quick_deaths >= self._policy.crashloop_restarts

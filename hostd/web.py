@@ -86,6 +86,8 @@ class WebContext:
         self._pid = None
         self._contexts = None
         self._idle: list[_Channels] = []
+        #: ``observe(module, kind, seconds)`` after each call into a sandbox (``/metrics`` adds one)
+        self.call_observers: list = []
 
     @contextlib.contextmanager
     def _channels(self):
@@ -114,6 +116,7 @@ class WebContext:
         """Call a view or query by name. :raises InsightsError: 404/400/500/502/503/504 cases."""
         record, endpoint = self.table.snapshot().resolve(kind, name)
         timeout = record["limits"]["call_timeout_s"]
+        started = time.perf_counter()
         try:
             with self._channels() as channels:
                 return channels.sandboxes.call(record, kind, name, params, timeout)
@@ -122,6 +125,9 @@ class WebContext:
                 self._control_send(protocol.notification("timeout_report", module=record["name"],
                                                          pid=record.get("pid"), reason=str(err)))
             raise
+        finally:
+            for observe in self.call_observers:
+                observe(record["name"], kind, time.perf_counter() - started)
 
     def append_events(self, events: list[dict], source: str = "http") -> dict:
         """Log events durably and wait for the realtime handlers they match.
