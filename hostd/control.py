@@ -59,7 +59,9 @@ class ControlService:
             record = self._modules.record(name)
             if record is None:
                 continue
-            handlers = {s.name: s.stats(head) for thread in self._deliveries for s in thread.states(name)}
+            letters = self._dead_letters.by_handler(name)
+            handlers = {s.name: {**s.stats(head), "dead_letters": letters.get(s.name, 0)}
+                        for thread in self._deliveries for s in thread.states(name)}
             out[name] = {key: record[key] for key in ("state", "pid", "restarts", "last_error", "confinement",
                                                       "rebuilding")}
             out[name].update(lag=sum(h["lag"] for h in handlers.values()),

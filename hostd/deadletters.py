@@ -22,7 +22,7 @@ class DeadLetters:
     def __init__(self, db):
         self._coll = db["dead_letters"]
         self._retry_requested: set = set()
-        self._counts: dict = {}   # module -> letters, read from the store after each change here
+        self._counts: dict = {}   # module -> {handler: letters}, read from the store after each change here
         self._lock = threading.Lock()
 
     @staticmethod
@@ -46,11 +46,16 @@ class DeadLetters:
 
     def count(self, module: str) -> int:
         """:returns: how many dead letters the module has (from memory: no store round trip)."""
-        return self._counts.get(module, 0)
+        return sum(self._counts.get(module, {}).values())
+
+    def by_handler(self, module: str) -> dict:
+        """:returns: ``{handler: dead letters}`` of the module (from memory)."""
+        return dict(self._counts.get(module, {}))
 
     def _recount(self, module: str) -> None:
-        result = list(self._coll.aggregate([{"$match": {"module": module}}, {"$count": "n"}]))
-        self._counts[module] = result[0]["n"] if result else 0
+        result = self._coll.aggregate([{"$match": {"module": module}},
+                                       {"$group": {"_id": "$handler", "n": {"$sum": 1}}}])
+        self._counts[module] = {doc["_id"]: doc["n"] for doc in result}
 
     def resume(self) -> None:
         """After a restart: count the letters; modules with letters marked for retry get them retried."""

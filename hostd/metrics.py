@@ -151,6 +151,8 @@ class HostCollector:
                                    labels=["module", "reason"])
         dead = GaugeMetricFamily("insights_module_dead_letters", "Events the module's handlers gave up on",
                                  labels=["module"])
+        dead_by_handler = GaugeMetricFamily("insights_handler_dead_letters", "Events a handler gave up on",
+                                            labels=["module", "handler"])
         lag = GaugeMetricFamily("insights_handler_lag", "Log positions a handler is behind the head",
                                 labels=["module", "handler", "mode"])
         handled = CounterMetricFamily("insights_handler_handled", "Events handled since the host started",
@@ -169,7 +171,8 @@ class HostCollector:
                 lag.add_metric([module, handler, str(stats.get("mode"))], stats.get("lag") or 0)
                 handled.add_metric([module, handler], stats.get("handled") or 0)
                 failures.add_metric([module, handler], stats.get("failures") or 0)
-        return [state, restarts, reason, dead, lag, handled, failures]
+                dead_by_handler.add_metric([module, handler], stats.get("dead_letters") or 0)
+        return [state, restarts, reason, dead, dead_by_handler, lag, handled, failures]
 
 
 class RequestMetrics:

@@ -287,6 +287,9 @@ def test_lag_and_dead_letters_are_those_of_modules(daemon):
                      mode=stats["mode"]) == stats["lag"]
         assert value(found, "insights_handler_handled_total", module="metered",
                      handler=handler) == stats["handled"]
+        assert value(found, "insights_handler_dead_letters", module="metered",
+                     handler=handler) == stats["dead_letters"]
+    assert sum(stats["dead_letters"] for stats in entry["handlers"].values()) == entry["dead_letters"]
     assert value(found, "insights_host_up") == 1
 
 
