@@ -20,8 +20,9 @@ MAX_LIMIT = 1000
 def dump_to_db(db, events):
     """Store each event (its raw dict) in the ``event_log`` collection, once whatever the repeats."""
     if events:
-        db[COLLECTION].bulk_write([ReplaceOne({"_id": _doc_id(e.meta["seq"])}, {**e.event, "_id": _doc_id(e.meta["seq"])},
-                                              upsert=True) for e in events], ordered=False)
+        documents = [{**e.event, "_id": _doc_id(e.meta["seq"])} for e in events]
+        db[COLLECTION].bulk_write([ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents],
+                                  ordered=False)
 
 
 def _doc_id(seq: int) -> str:

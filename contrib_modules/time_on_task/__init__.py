@@ -80,7 +80,8 @@ def time_on_task(db, course_id: str, cap_minutes: float = 30.0):
     sessions = defaultdict(lambda: defaultdict(list))
     for doc in db[EVENTS].find({"course_id": course_id}, {"learner": 1, "session": 1, "t": 1}):
         sessions[doc["learner"]][doc["session"]].append(doc["t"])
-    rows = [{"learner": learner, "seconds": round(sum(capped_gaps(times, cap_minutes * 60) for times in by.values()), 6),
+    cap_s = cap_minutes * 60
+    rows = [{"learner": learner, "seconds": round(sum(capped_gaps(times, cap_s) for times in by.values()), 6),
              "events": sum(len(times) for times in by.values()), "sessions": len(by)}
             for learner, by in sessions.items()]
     return sorted(rows, key=lambda row: _learner_order(row["learner"]))
