@@ -64,21 +64,23 @@ def _handlers(daemon) -> dict:
     return {name: entry for name, entry in daemon.modules().items() if entry["handlers"]}
 
 
-def _freeze_after_writes(daemon, store) -> None:
+def _freeze_after_writes(daemon, store) -> int | None:
     """Stop (SIGSTOP) ``dump_to_db``'s sandbox at a moment its store holds more events than hostd saw it
     acknowledge: a batch written but not answered for, which a kill then makes hostd deliver again.
 
     Tried while it works through the events it was given; left running if no such moment was caught.
+
+    :returns: the pid stopped, or None.
     """
     stored = store["mod_dump_to_db"]["event_log"]
     while True:
         entry = daemon.modules()["dump_to_db"]
         if entry["lag"] == 0 or entry["state"] != "running" or not entry["pid"]:
-            return
+            return None
         os.kill(entry["pid"], signal.SIGSTOP)
         acknowledged = sum(h["handled"] for h in daemon.modules()["dump_to_db"]["handlers"].values())
         if stored.estimated_document_count() > acknowledged:
-            return
+            return entry["pid"]
         os.kill(entry["pid"], signal.SIGCONT)
 
 
@@ -119,8 +121,11 @@ def _feed(daemon, events, kill: bool) -> dict:
             response = daemon.post("/event", json=events[start:start + CHUNK])
             assert response.status_code == 202, response.text
             if kill:
-                _freeze_after_writes(daemon, store)
-                for name in _kill_while_behind(daemon):
+                frozen = _freeze_after_writes(daemon, store)
+                killed = _kill_while_behind(daemon)
+                if frozen and "dump_to_db" not in killed:  # its answer arrived after all: let it go on
+                    os.kill(frozen, signal.SIGCONT)
+                for name in killed:
                     kills[name] = kills.get(name, 0) + 1
     finally:
         store.close()
