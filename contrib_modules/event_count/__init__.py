@@ -12,6 +12,7 @@ from sandbox import BadParameter, event_handler, query, view
 from sandbox.filestore import UnsafePath
 
 COUNTS = "counts"
+SEEN = "seen"  # one marker per event counted
 GLOBAL_ID = "global"
 THREE_NAMES = ["three_name", "edx_three_name", "edx.three_name"]
 THREE_NAME_ANSWER = "I have three names"
@@ -20,6 +21,11 @@ THREE_NAME_ANSWER = "I have three names"
 def _user_id(user: str) -> str:
     # A fixed prefix: the embedded store mis-compares _ids that start with a date.
     return f"user|{user}"
+
+
+def _event_id(identity: str) -> str:
+    # Prefixed: an event's id may start with a date, which the embedded store mis-compares.
+    return f"event|{identity}"
 
 
 def _user_of(event) -> str | None:
@@ -39,22 +45,31 @@ def _count(db, doc_id: str) -> int:
 
 @event_handler()
 def count_events(db, events):
-    """Count the events, globally and per user, with one bulk write per batch."""
+    """Count the events, globally and per user, exactly under at-least-once delivery.
+
+    Each event first leaves a marker in ``seen``, one document keyed by its identity
+    in the log (an upsert a repeat cannot change); then the counts of the users in
+    the batch, and the global one, are ``$set`` to how many markers there are. A
+    batch delivered again after a crash, wherever it stopped, writes the same
+    markers and recomputes the same numbers.
+    """
     if not events:
         return
-    per_user: dict[str, int] = {}
-    for evt in events:
-        user = _user_of(evt)
-        if user is not None:
-            per_user[user] = per_user.get(user, 0) + 1
+    markers = [UpdateOne({"_id": _event_id(evt.meta["id"])}, {"$setOnInsert": {"user": _user_of(evt)}},
+                         upsert=True) for evt in events]
+    db[SEEN].bulk_write(markers, ordered=False)
+    db[SEEN].create_index("user", name="user")  # a no-op once it exists
+    users = sorted({user for user in map(_user_of, events) if user is not None})
+    per_user = {row["_id"]: row["n"] for row in db[SEEN].aggregate([
+        {"$match": {"user": {"$in": users}}}, {"$group": {"_id": "$user", "n": {"$sum": 1}}}])}
     # Top-level fields only: $inc on a nested path in an upsert is unreliable on the
     # embedded store. "kind" is set on creation so users can be counted with $match.
-    writes = [UpdateOne({"_id": GLOBAL_ID}, {"$inc": {"count": len(events)},
+    writes = [UpdateOne({"_id": GLOBAL_ID}, {"$set": {"count": db[SEEN].estimated_document_count()},
                                              "$setOnInsert": {"kind": "global"}}, upsert=True)]
-    writes += [UpdateOne({"_id": _user_id(user)}, {"$inc": {"count": n},
+    writes += [UpdateOne({"_id": _user_id(user)}, {"$set": {"count": per_user[user]},
                                                    "$setOnInsert": {"kind": "user", "user": user}},
                          upsert=True)
-               for user, n in per_user.items()]
+               for user in users]
     db[COUNTS].bulk_write(writes, ordered=False)
 
 

@@ -79,16 +79,6 @@ def activity_types(event) -> list[str]:
     return labels
 
 
-def _user_id(context):
-    """:returns: ``context.user_id`` (a number as a number), or None when the pipeline drops the event."""
-    user_id = context.get("user_id") if isinstance(context, dict) else None
-    if not user_id or isinstance(user_id, (dict, list)):
-        return None
-    if isinstance(user_id, str) and user_id.strip().isdigit():
-        return int(user_id)
-    return user_id
-
-
 def _user_order(user_id) -> tuple:
     """:returns: a sort key putting numeric user ids in numeric order, before any other."""
     return (0, user_id, "") if isinstance(user_id, int) else (1, 0, str(user_id))
@@ -111,7 +101,7 @@ def count_activity(db, events):
     marks = defaultdict(dict)
     for evt in events:
         raw = evt.event
-        user_id = _user_id(raw.get("context"))
+        user_id = evt.edx_pipeline.user_id
         stamp = raw.get("time")
         if user_id is None or not isinstance(stamp, str) or not stamp:
             continue

@@ -21,6 +21,10 @@ same way (those two need this module installed, as it is in
     carry it as a JSON-encoded string, decoded here; ``""`` is ``{}``; a
     ``key=value`` string, a list, a truncated 512-character ``POST`` dump or
     undecodable JSON give None (no value).
+``user_id``
+    ``context.user_id``, the learner as the pipeline's tasks identify them: a
+    number (a string of digits is read as one); None when missing, empty or
+    not a scalar (the pipeline then drops the event).
 ``time``
     ``get_event_time_string(event)``: ``time`` without its ``+HH:MM`` offset
     and with microseconds (``2014-06-19T18:27:54.714937``): the string the
@@ -43,7 +47,7 @@ import re
 
 from sandbox.properties import event_property
 
-__all__ = ["course_key", "course_id", "context_course_id", "event_data", "event_time"]
+__all__ = ["course_key", "course_id", "context_course_id", "event_data", "event_time", "user_id"]
 
 _ID = r"[\w\-~.:]+"
 _VERSIONS = rf"(?:\+branch@{_ID})?(?:\+version@[a-f0-9]{{24}})?"
@@ -137,3 +141,15 @@ def event_time(event) -> str | None:
         return None
     stamp = raw.split("+")[0]
     return stamp if "." in stamp else f"{stamp}.000000"
+
+
+@event_property("user_id", namespace="edx_pipeline")
+def user_id(event):
+    """:returns: ``context.user_id`` (a number as a number), or None when the pipeline drops the event."""
+    context = event.get("context")
+    value = context.get("user_id") if isinstance(context, dict) else None
+    if not value or isinstance(value, (dict, list)):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value

@@ -11,10 +11,17 @@ module's ``properties.py`` to be loaded (it is whenever ``tincan`` is installed)
 
 The actor is the account name of the statement's actor (else its mbox,
 mbox_sha1sum or openid); the day is the UTC date of its timestamp.
+
+Delivery is at least once, so counting is idempotent: an event marks the
+document of each (actor, verb, day) its statements have with a field named
+after its place in the log (``$set`` of ``s<seq>`` to its number of such
+statements, the same however often it comes); the document's ``count`` is then
+``$set`` to the sum of its marks. One actor's statements of one day bound a
+document's size.
 """
 import html
 import json
-from collections import Counter
+from collections import defaultdict
 from datetime import datetime, timezone
 
 from pymongo import UpdateOne
@@ -52,22 +59,31 @@ def _doc_id(actor: str, verb: str, day: str) -> str:
     return json.dumps([actor, verb, day], separators=(",", ":"))
 
 
+def _marks(doc) -> int:
+    """:returns: the statements counted in a document: the sum of its ``s<seq>`` fields."""
+    return sum(value for key, value in doc.items() if key[0] == "s" and key[1:].isdigit())
+
+
 @event_handler()
 def count_verbs(db, events):
-    """Count each event's statements by (actor, verb, day), with one bulk write per batch."""
-    counts = Counter()
+    """Mark each event's (actor, verb, day) documents, then recount them: two bulk writes per batch."""
+    marks = defaultdict(dict)
     for evt in events:
+        mark = f"s{evt.meta['seq']}"
         for statement in evt.tincan.statements or ():
             key = (actor_key(statement.get("actor")), (statement.get("verb") or {}).get("id"),
                    day_of(statement.get("timestamp")))
             if all(key):
-                counts[key] += 1
-    if counts:
-        db[COUNTS].bulk_write([
-            UpdateOne({"_id": _doc_id(*key)},
-                      {"$inc": {"count": n},
-                       "$setOnInsert": {"actor": key[0], "verb": key[1], "day": key[2]}}, upsert=True)
-            for key, n in counts.items()], ordered=False)
+                marks[key][mark] = marks[key].get(mark, 0) + 1
+    if not marks:
+        return
+    ids = [_doc_id(*key) for key in marks]
+    db[COUNTS].bulk_write([
+        UpdateOne({"_id": doc_id}, {"$set": fields, "$setOnInsert": {"actor": key[0], "verb": key[1], "day": key[2]}},
+                  upsert=True)
+        for doc_id, (key, fields) in zip(ids, marks.items())], ordered=False)
+    db[COUNTS].bulk_write([UpdateOne({"_id": doc["_id"]}, {"$set": {"count": _marks(doc)}})
+                           for doc in db[COUNTS].find({"_id": {"$in": ids}})], ordered=False)
 
 
 @query()

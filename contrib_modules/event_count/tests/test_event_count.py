@@ -152,3 +152,18 @@ def test_a_module_error_is_reported_as_module_raised(harness):
     harness.send_events([{"event": "pyfstest", "create": f"{folder}/inner.txt", "contents": "x"}])
     with pytest.raises(ModuleRaised):
         harness.query("readfile", filename=folder)
+
+
+# -- at-least-once delivery -------------------------------------------------------
+
+def test_counts_do_not_move_when_events_are_delivered_again(harness):
+    # As after a sandbox crash: the handler gets logged events a second time.
+    gina, hank = _unique("gina"), _unique("hank")
+    start = harness.log_head()
+    harness.send_events([_event(username=gina), _event(username=gina), _event(user=hank), _event(anonymous=True)])
+    answers = (harness.query("event_count"), harness.query("user_count"))
+    assert harness.redeliver(start) >= 4  # log positions need not be dense
+    assert harness.redeliver(start + 2) >= 2
+    assert (harness.query("event_count"), harness.query("user_count")) == answers
+    assert harness.query("user_event_count", user=gina) == 2
+    assert harness.query("user_event_count", user=hank) == 1

@@ -144,3 +144,16 @@ def test_an_edx_stream_and_its_xapi_stream_give_the_same_answers(tmp_path):
     assert edx_page == xapi_page
     assert sum(row["count"] for row in edx_rows) == len(xapi) > len(edx)  # multi-part problems
     assert len({row["verb"] for row in edx_rows}) >= 15
+
+
+def test_counts_do_not_move_when_events_are_delivered_again(harness):
+    # As after a sandbox crash: the handler gets logged events a second time.
+    gus = _unique("gus")
+    start = harness.log_head()
+    harness.send_events([_play(gus, "2024-08-01T10:00:00+00:00"), _play(gus, "2024-08-01T11:00:00+00:00"),
+                         _play(gus, "2024-08-02T10:00:00+00:00", verb="pause_video")])
+    before = harness.query("verbs_per_day", actor=gus)
+    assert [row["count"] for row in before] == [2, 1]
+    assert harness.redeliver(start) >= 3
+    assert harness.redeliver(start + 1) >= 2
+    assert harness.query("verbs_per_day", actor=gus) == before
