@@ -5,8 +5,10 @@ import falcon
 
 from sandbox.errors import InsightsError
 
+from .auth import Authenticator
 from .dashboard import DashboardResource, EventPropertiesResource, SchemaResource, make_templates
 from .errors import handle_insights_error, handle_unexpected
+from .login import LoginResource
 from .openapi import OpenAPIResource
 from .origin import OriginGuard
 from .xapi import AboutResource, StatementsResource
@@ -21,7 +23,8 @@ def create_app(web) -> falcon.App:
 
     :returns: the WSGI application.
     """
-    app = falcon.App(middleware=[OriginGuard(web.config["server.bind"])])
+    authenticator = Authenticator(web.config)
+    app = falcon.App(middleware=[OriginGuard(web.config["server.bind"]), authenticator])
     app.req_options.auto_parse_form_urlencoded = False
     app.req_options.keep_blank_qs_values = True
     templates = make_templates()
@@ -35,6 +38,7 @@ def create_app(web) -> falcon.App:
     app.add_route("/modules/{name}/dead_letters/retry", DeadLettersRetryResource(web))
     app.add_route("/modules/{name}/cron/{task}/run", CronRunResource(web))
     app.add_route("/modules/{name}/rebuild", RebuildResource(web))
+    app.add_route("/login", LoginResource(web, templates, authenticator))
     app.add_route("/healthz", HealthResource(web))
     app.add_route("/event", EventResource(web))
     app.add_route("/fs/{module}/{path:path}", FileResource(web))

@@ -4,6 +4,9 @@ from __future__ import annotations
 import falcon
 import jinja2
 
+from .auth import request_policy
+from .policy import OPEN, Policy
+
 __all__ = ["make_templates", "DashboardResource", "SchemaResource", "EventPropertiesResource",
            "schema_entries", "summary"]
 
@@ -26,14 +29,16 @@ def make_templates() -> jinja2.Environment:
     return env
 
 
-def schema_entries(snapshot) -> list[dict]:
-    """:returns: the ``/schema`` list: one entry per view and query name (aliases included)."""
+def schema_entries(snapshot, policy: Policy = OPEN) -> list[dict]:
+    """:returns: the ``/schema`` list: one entry per view and query name (aliases included)
+        that ``policy`` shows, without the parameters it fixes."""
     entries = []
     for endpoint in snapshot.endpoints(("view", "query")):
         for name in [endpoint["name"], *endpoint.get("aliases", [])]:
-            entries.append({"class": endpoint["class"], "name": name, "module": endpoint["module"],
-                            "params": endpoint["params"], "category": endpoint["category"],
-                            "doc": endpoint["doc"]})
+            if policy.shows(endpoint, name):
+                entries.append(policy.entry({"class": endpoint["class"], "name": name, "module": endpoint["module"],
+                                             "params": endpoint["params"], "category": endpoint["category"],
+                                             "doc": endpoint["doc"]}))
     return entries
 
 
@@ -45,7 +50,7 @@ class SchemaResource:
         self._templates = templates
 
     def on_get(self, req, resp):
-        entries = schema_entries(self._web.table.snapshot())
+        entries = schema_entries(self._web.table.snapshot(), request_policy(req))
         if req.get_param("f") == "html":
             resp.content_type = falcon.MEDIA_HTML
             resp.text = self._templates.get_template("schema.html").render(entries=entries)
@@ -78,10 +83,15 @@ class DashboardResource:
 
     def on_get(self, req, resp):
         snapshot = self._web.table.snapshot()
+        policy = request_policy(req)
         modules = []
         for name in sorted(snapshot.modules):
             record = snapshot.modules[name]
-            endpoints = record.get("endpoints", [])
+            endpoints = [e if e["class"] == "handler" else policy.entry(e)
+                         for e in record.get("endpoints", []) if e["class"] == "handler" or policy.shows(e)]
+            if policy is not OPEN and not policy.has_scope("admin") and \
+                    not any(e["class"] != "handler" for e in endpoints):
+                continue  # a token sees the modules it may use
             modules.append({"name": name, "state": record["state"], "restarts": record["restarts"],
                             "description": (record.get("manifest") or {}).get("description", ""),
                             "views": [e for e in endpoints if e["class"] == "view"],

@@ -86,6 +86,12 @@ class Policy:
             return False
         return name in self.allow or self.default == "allow"
 
+    def shows(self, endpoint: dict, name: str | None = None) -> bool:
+        """:returns: whether an endpoint of the module table is visible under ``name`` (one of
+            its names; default: its own)."""
+        names = [endpoint["name"], *endpoint.get("aliases", ())]
+        return self.allows(endpoint["class"], name or endpoint["name"], names)
+
     def entry(self, entry: dict) -> dict:
         """:returns: a ``/schema`` entry as this policy shows it (fixed parameters gone)."""
         if not self.fix:
