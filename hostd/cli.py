@@ -51,7 +51,8 @@ def _register_commands() -> None:
     from .admin import cron, dlq, rebuild, status
     from .replay import replay
     from .scaffold import new, test
-    for command in (replay, status, dlq, cron, rebuild, new, test):
+    from .tokens import token
+    for command in (replay, status, dlq, cron, rebuild, new, test, token):
         cli.add_command(command)
 
 
