@@ -10,12 +10,14 @@ import hashlib
 
 import falcon.testing
 import pytest
+from click.testing import CliRunner
 
 from hostd.app import create_app
 from hostd.auth import COOKIE, ROUTE_SCOPES, Authenticator, check_bind
 from hostd.config import Config, ConfigError, load_config
 from hostd.openapi import app_routes
 from hostd.policy import OPEN, Policy, token_entry
+from hostd.tokens import new_token, token
 from test_app import FakeWeb, assert_error
 
 pytestmark = pytest.mark.timeout(60)
@@ -286,3 +288,26 @@ def test_serving_everyone_or_no_one_is_refused(tmp_path, bind, required, refused
         check_bind(config)
     with_tokens = Config({**config.as_dict(), "auth.tokens": tokens()})
     check_bind(with_tokens)  # with a token, any address and mode is fine
+
+
+# -- hostd token new ---------------------------------------------------------------------------------
+
+def test_a_new_token_gives_a_table_hostd_accepts(tmp_path):
+    secret, block = new_token("instructor-6002x", ["views", "queries"], allow=["a", "b"], fix={"course": 'x "y"'})
+    path = tmp_path / "hostd.toml"
+    path.write_text(block, encoding="utf-8")
+    (entry,) = load_config(path)["auth.tokens"]
+    assert entry["token_sha256"] == hashlib.sha256(secret.encode()).hexdigest() and secret not in block
+    assert entry["default"] == "deny" and entry["allow"] == ["a", "b"] and entry["fix"] == {"course": 'x "y"'}
+    assert new_token("admin", ["admin"])[1].count('default = "allow"') == 1  # no allow list: all it may reach
+    assert new_token("a", ["views"])[0] != new_token("a", ["views"])[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["x", "--scopes", "view"], "unknown scope"),
+    (["bad name", "--scopes", "views"], "token.name"),
+    (["x", "--scopes", "views", "--fix", "course"], "PARAM=VALUE"),
+])
+def test_token_new_refuses_what_hostd_would(args, message):
+    result = CliRunner().invoke(token, ["new", *args])
+    assert result.exit_code == 2 and message in result.output
