@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 
 import falcon
 
@@ -35,8 +34,6 @@ from .policy import OPEN, Policy, policy_of
 __all__ = ["Authenticator", "ROUTE_SCOPES", "COOKIE", "LOGIN_PATH", "auth_required", "check_bind",
            "request_policy"]
 
-log = logging.getLogger("insights.auth")
-
 #: The scope each route needs, by URI template. ``None``: no token at all (a signed URL or
 #: the login page carry their own proof); ``""``: any known token; a route not listed: ``admin``.
 ROUTE_SCOPES = {
@@ -44,6 +41,7 @@ ROUTE_SCOPES = {
     "/": "", "/schema": "", "/openapi.json": "", "/event_properties": "", "/static/{module}/{path:path}": "",
     "/view/{name}": "views", "/query/{name}": "queries",
     "/event": "events:write", "/xapi/statements": "events:write",
+    "/metrics": "admin",
 }
 _ADMIN = "admin"
 #: The cookie the login form sets: the token itself, HttpOnly and SameSite=Strict.
@@ -142,11 +140,13 @@ class Authenticator:
 
 
 def _presented(req) -> str | None:
-    """:returns: the request's token: ``Authorization: Bearer``, else the login cookie; ``""``
-        for an ``Authorization`` header of another kind (which no token matches)."""
-    header = req.get_header("Authorization")
-    if header is not None:
-        scheme, _, token = header.strip().partition(" ")
-        return token.strip() if scheme.lower() == "bearer" else ""
+    """:returns: the request's token: ``Authorization: Bearer``, else the login cookie, else ``None``.
+
+    An ``Authorization`` header of another scheme (``Basic``, from a proxy in front of
+    hostd that checks callers itself) is not a token of hostd's, and is left alone.
+    """
+    scheme, _, token = (req.get_header("Authorization") or "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return token.strip()
     cookies = req.get_cookie_values(COOKIE)
     return cookies[0] if cookies else None

@@ -90,7 +90,8 @@ def test_identify_knows_configured_tokens_only():
 @pytest.mark.parametrize("headers, challenge", [
     ({}, 'Bearer realm="insights"'),
     (bearer("not-a-token"), 'Bearer realm="insights", error="invalid_token"'),
-    ({"Authorization": f"Basic {ADMIN_TOKEN}"}, 'Bearer realm="insights", error="invalid_token"'),
+    ({"Authorization": "Bearer"}, 'Bearer realm="insights", error="invalid_token"'),
+    ({"Authorization": f"Basic {ADMIN_TOKEN}"}, 'Bearer realm="insights"'),  # not a bearer token: none
 ])
 def test_no_token_or_an_unknown_one_is_401_with_a_challenge(secured, headers, challenge):
     client, web = secured
@@ -208,6 +209,8 @@ def test_auto_requires_a_token_beyond_loopback_and_never_does_not(tmp_path):
     assert_error(client.simulate_get("/query/echo"), 401, "unauthorized")
     client, _ = make_client(tmp_path, required="never", bind="0.0.0.0")
     assert client.simulate_get("/query/echo").status_code == 200
+    # a proxy in front that checks callers itself may pass its own Authorization on
+    assert client.simulate_get("/query/echo", headers={"Authorization": "Basic dTpw"}).status_code == 200
     assert_error(client.simulate_get("/query/echo", headers=bearer("guessed")), 401, "unauthorized")
 
 
