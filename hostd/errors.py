@@ -14,7 +14,8 @@ log = logging.getLogger("insights.http")
 
 STATUS_BY_CODE = {
     "bad_parameter": falcon.HTTP_400, "bad_event": falcon.HTTP_400, "bad_body": falcon.HTTP_400,
-    "not_found": falcon.HTTP_404, "not_cached": falcon.HTTP_404, "unauthorized": falcon.HTTP_401, "forbidden": falcon.HTTP_403, "foreign_origin": falcon.HTTP_403,
+    "not_found": falcon.HTTP_404, "not_cached": falcon.HTTP_404,
+    "unauthorized": falcon.HTTP_401, "forbidden": falcon.HTTP_403, "foreign_origin": falcon.HTTP_403,
     "body_timeout": falcon.HTTP_408, "conflict": falcon.HTTP_409, "too_large": falcon.HTTP_413,
     "module_error": falcon.HTTP_500, "load_error": falcon.HTTP_500, "internal": falcon.HTTP_500,
     "crashed": falcon.HTTP_502, "not_running": falcon.HTTP_503, "rebuilding": falcon.HTTP_503, "store_unavailable": falcon.HTTP_503,
@@ -70,17 +71,13 @@ class Forbidden(InsightsError):
         self.headers = {"WWW-Authenticate": challenge} if challenge else {}
 
 
-class Unauthorized(InsightsError):
-    """No token where one is required, or a token hostd does not know.
+class Unauthorized(Forbidden):
+    """No token where one is required, or a token hostd does not know (401).
 
     :param challenge: the ``WWW-Authenticate`` header to answer with.
     """
 
     code = "unauthorized"
-
-    def __init__(self, message: str, challenge: str):
-        super().__init__(message)
-        self.headers = {"WWW-Authenticate": challenge}
 
 
 class ForeignOrigin(InsightsError):
