@@ -51,10 +51,14 @@ def wait_for(url: str, timeout_s: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def wrk(url: str, connections: int, seconds: int) -> dict:
-    """:returns: ``{"p50", "p99"}`` in seconds and ``{"rps"}`` from one wrk run."""
+def wrk(url: str, connections: int, seconds: int, headers=()) -> dict:
+    """:returns: ``{"p50", "p99"}`` in seconds and ``{"rps"}`` from one wrk run.
+
+    :param headers: ``"Name: value"`` headers sent with each request.
+    """
+    extra = [arg for header in headers for arg in ("-H", header)]
     out = subprocess.run(["wrk", "-t", str(min(2, connections)), "-c", str(connections),
-                          "-d", f"{seconds}s", "--latency", url],
+                          "-d", f"{seconds}s", "--latency", *extra, url],
                          check=True, capture_output=True, text=True).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     for pct in ("50", "99"):

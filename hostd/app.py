@@ -5,10 +5,12 @@ import falcon
 
 from sandbox.errors import InsightsError
 
+from .auth import Authenticator
 from .dashboard import (AssetResource, DashboardResource, EventPropertiesResource, SchemaResource,
                         make_templates)
 from .errors import handle_insights_error, handle_unexpected
 from .metrics import build as build_metrics
+from .login import LoginResource
 from .openapi import OpenAPIResource
 from .origin import OriginGuard
 from .xapi import AboutResource, StatementsResource
@@ -25,7 +27,8 @@ def create_app(web) -> falcon.App:
     """
     metrics_middleware, metrics = build_metrics(lambda: web.module_status(), lambda: web.table.snapshot().modules,
                                                 getattr(web, "call_observers", None))
-    app = falcon.App(middleware=[OriginGuard(web.config["server.bind"]), metrics_middleware])
+    authenticator = Authenticator(web.config)
+    app = falcon.App(middleware=[OriginGuard(web.config["server.bind"]), authenticator, metrics_middleware])
     app.req_options.auto_parse_form_urlencoded = False
     app.req_options.keep_blank_qs_values = True
     templates = make_templates()
@@ -40,6 +43,7 @@ def create_app(web) -> falcon.App:
     app.add_route("/modules/{name}/dead_letters/retry", DeadLettersRetryResource(web))
     app.add_route("/modules/{name}/cron/{task}/run", CronRunResource(web))
     app.add_route("/modules/{name}/rebuild", RebuildResource(web))
+    app.add_route("/login", LoginResource(web, templates, authenticator))
     app.add_route("/healthz", HealthResource(web))
     app.add_route("/metrics", metrics)
     app.add_route("/event", EventResource(web))

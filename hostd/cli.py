@@ -41,7 +41,7 @@ def serve(config_path, modules, data_dir, bind, port, workers, mongo_url):
                         format="%(asctime)s hostd[%(process)d] %(levelname)s %(name)s: %(message)s")
     try:
         status = Daemon(config).run()
-    except (DataDirLocked, StoreStartError, PortUnavailable) as err:
+    except (ConfigError, DataDirLocked, StoreStartError, PortUnavailable) as err:
         raise click.ClickException(str(err)) from err
     sys.exit(status)
 
@@ -52,7 +52,8 @@ def _register_commands() -> None:
     from .demo.command import demo
     from .replay import replay
     from .scaffold import new, test
-    for command in (replay, status, dlq, cron, rebuild, new, test, demo):
+    from .tokens import token
+    for command in (replay, status, dlq, cron, rebuild, new, test, demo, token):
         cli.add_command(command)
 
 

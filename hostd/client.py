@@ -25,6 +25,8 @@ from sandbox.endpoints import (Crashed, Endpoints, Forbidden, NotFound, NotRunni
                                caller_error)
 from sandbox.errors import BadParameter, EndpointNotFound, InsightsError, ModuleRaised, ModuleTimeout
 
+from . import policy as rules
+
 __all__ = ["Insights", "Policy", "NameCollision", "InsightsError", "NotFound", "EndpointNotFound", "BadParameter",
            "Forbidden", "Timeout", "ModuleTimeout", "Unavailable", "Crashed", "NotRunning", "ModuleRaised"]
 
@@ -178,8 +180,11 @@ class _Merged:
         return " + ".join(str(m) for m in self.members)
 
 
-class Policy:
+class Policy(rules.Policy):
     """Which names a client may see, and which parameters are forced, like a token's policy.
+
+    The rules are hostd's own (:mod:`hostd.policy`), except that the client does not
+    know which names are aliases of each other: a denied name hides only itself.
 
     :param policy: ``{"default": "allow"|"deny", "allow": [...], "deny": [...], "fix": {...},
         "scopes": [...]}``, every key optional; a ``[[auth.tokens]]`` entry of hostd's
@@ -195,19 +200,14 @@ class Policy:
     """
 
     _KEYS = {"default", "allow", "deny", "fix", "scopes", "name", "token", "token_sha256"}
-    _SCOPES = {"query": "queries", "view": "views"}
 
     def __init__(self, policy: dict, context: dict | None = None):
         unknown = set(policy) - self._KEYS
         if unknown:
             raise ValueError(f"unknown policy key(s) {sorted(unknown)}; known: {sorted(self._KEYS)}")
-        self.name = policy.get("name")
-        self.default = policy.get("default", "deny")
-        if self.default not in ("allow", "deny"):
-            raise ValueError(f"policy 'default' must be 'allow' or 'deny', not {self.default!r}")
-        self.allow = frozenset(policy.get("allow", ()))
-        self.deny = frozenset(policy.get("deny", ()))
-        self.scopes = None if policy.get("scopes") is None else frozenset(policy["scopes"])
+        default = policy.get("default", "deny")
+        if default not in ("allow", "deny"):
+            raise ValueError(f"policy 'default' must be 'allow' or 'deny', not {default!r}")
         fix = policy.get("fix", {})
         fix = dict.fromkeys(fix) if isinstance(fix, (list, tuple)) else dict(fix)
         context = context or {}
@@ -216,20 +216,9 @@ class Policy:
                 if param not in context:
                     raise ValueError(f"policy fixes {param!r} from the context, which has no {param!r}")
                 fix[param] = context[param]
-        self.fix = fix
-
-    def allows(self, kind: str, name: str) -> bool:
-        """:returns: whether the view or query ``name`` is visible."""
-        if self.scopes is not None and self._SCOPES[kind] not in self.scopes:
-            return False
-        if name in self.deny:
-            return False
-        return name in self.allow or self.default == "allow"
-
-    def entry(self, entry: dict) -> dict:
-        """:returns: a ``/schema`` entry as this policy shows it (fixed parameters gone)."""
-        params = [p for p in entry["params"] if p["name"] not in self.fix]
-        return {**entry, "params": params, "category": "+".join(p["name"] for p in params)}
+        super().__init__(default=default, allow=frozenset(policy.get("allow", ())),
+                         deny=frozenset(policy.get("deny", ())), fix=fix, name=policy.get("name"),
+                         scopes=None if policy.get("scopes") is None else frozenset(policy["scopes"]))
 
 
 class _Restricted:
@@ -246,7 +235,7 @@ class _Restricted:
     def call(self, kind: str, name: str, params: dict):
         if not self.policy.allows(kind, name):
             raise NotFound(f"no {kind} named {name!r}")
-        return self.inner.call(kind, name, {**params, **self.policy.fix})
+        return self.inner.call(kind, name, self.policy.force(params))
 
     def with_timeout(self, seconds) -> "_Restricted":
         return _Restricted(self.inner.with_timeout(seconds), self.policy)

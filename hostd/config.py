@@ -8,8 +8,11 @@ nothing reads settings from globals.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .policy import token_entry
 
 __all__ = ["Setting", "SETTINGS", "Config", "ConfigError", "load_config", "LIMIT_KEYS"]
 
@@ -28,6 +31,29 @@ class Setting:
     help: str
     #: the values allowed (empty: any value of the type)
     choices: tuple = ()
+    #: checks and normalises a value the plain type check cannot (``check(value, where)``,
+    #: raising :class:`ConfigError`); a list setting with one may hold other items than strings
+    check: Callable | None = None
+
+
+def _check_tokens(tokens, where: str) -> list:
+    """The ``[[auth.tokens]]`` tables, each checked (:func:`hostd.policy.token_entry`).
+
+    :raises ConfigError: a malformed entry, or two entries sharing a name or a token.
+    """
+    entries, names, digests = [], {}, {}
+    for index, entry in enumerate(tokens):
+        try:
+            entry = token_entry(entry, f"{where}[{index}]")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        for seen, key in ((names, "name"), (digests, "token_sha256")):
+            if entry[key] in seen:
+                what = f"name {entry['name']!r}" if key == "name" else "token"
+                raise ConfigError(f"{where}[{index}] has the same {what} as [{seen[entry[key]]}]")
+            seen[entry[key]] = index
+        entries.append(entry)
+    return entries
 
 
 SETTINGS = (
@@ -97,6 +123,13 @@ SETTINGS = (
     Setting("events.batch_size", 2000, int, "Events read from the log and delivered per handler call."),
     Setting("events.poll_interval_s", 0.05, float, "How often idle consumers look for new events."),
     Setting("logging.level", "INFO", str, "Log level of hostd and the sandboxes."),
+    Setting("auth.required", "auto", str,
+            "Whether requests need a token. auto: unless hostd is bound to a loopback address;"
+            " always; never. A token presented is applied in every case.",
+            choices=("auto", "always", "never")),
+    Setting("auth.tokens", [], list,
+            "The tokens: a [[auth.tokens]] table each (name, token_sha256 or token, scopes, default,"
+            " allow, deny, fix; see hostd.policy.TOKEN_FIELDS).", check=_check_tokens),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -111,6 +144,8 @@ def _coerce(setting: Setting, value, origin: str):
         return [value]
     if not isinstance(value, setting.type) or (setting.type is int and isinstance(value, bool)):
         raise ConfigError(f"{origin}: {setting.key} must be {setting.type.__name__}, got {value!r}")
+    if setting.check is not None:
+        return setting.check(value, f"{origin}: {setting.key}")
     if setting.type is list and not all(isinstance(item, str) for item in value):
         raise ConfigError(f"{origin}: {setting.key} must be a list of strings, got {value!r}")
     if setting.choices and value not in setting.choices:
@@ -177,8 +212,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     sources.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
     for origin, table in sources:
         for key, value in table.items():
-            if key.startswith("auth.") or key == "auth" or key.startswith("peers"):
-                continue  # later phases (auth, several nodes); accepted so configs can carry them
+            if key.startswith("peers"):
+                continue  # a later phase (several nodes); accepted so configs can carry it
             if key not in _BY_KEY:
                 raise ConfigError(f"{origin}: unknown setting {key!r}")
             values[key] = _coerce(_BY_KEY[key], value, origin)

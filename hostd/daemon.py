@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from .auth import check_bind
 from .config import Config
 from .host import Host
 from .metrics import MULTIPROC_ENV, prepare_multiproc_dir
@@ -130,8 +131,10 @@ class Daemon:
         """Serve until a signal.
 
         :returns: the exit status: 0 after SIGTERM/SIGINT, 1 when the web server never started.
+        :raises ConfigError: the ``[auth]`` settings would serve everyone, or no one (nothing was started).
         :raises PortUnavailable: the HTTP port cannot be bound (nothing was started).
         """
+        check_bind(self.config)
         self._listener = listen(self.config["server.bind"], self.port)
         self.port = self._listener.getsockname()[1]
         signal.signal(signal.SIGTERM, self._on_signal)

@@ -16,6 +16,9 @@ import jinja2
 
 from sandbox.errors import InsightsError
 
+from .auth import request_policy
+from .policy import OPEN, Policy
+
 __all__ = ["make_templates", "DashboardResource", "SchemaResource", "EventPropertiesResource",
            "AssetResource", "schema_entries", "summary", "error_summary", "form_fields"]
 
@@ -58,14 +61,16 @@ def make_templates() -> jinja2.Environment:
     return env
 
 
-def schema_entries(snapshot) -> list[dict]:
-    """:returns: the ``/schema`` list: one entry per view and query name (aliases included)."""
+def schema_entries(snapshot, policy: Policy = OPEN) -> list[dict]:
+    """:returns: the ``/schema`` list: one entry per view and query name (aliases included)
+        that ``policy`` shows, without the parameters it fixes."""
     entries = []
     for endpoint in snapshot.endpoints(("view", "query")):
         for name in [endpoint["name"], *endpoint.get("aliases", [])]:
-            entries.append({"class": endpoint["class"], "name": name, "module": endpoint["module"],
-                            "params": endpoint["params"], "category": endpoint["category"],
-                            "doc": endpoint["doc"]})
+            if policy.shows(endpoint, name):
+                entries.append(policy.entry({"class": endpoint["class"], "name": name, "module": endpoint["module"],
+                                             "params": endpoint["params"], "category": endpoint["category"],
+                                             "doc": endpoint["doc"]}))
     return entries
 
 
@@ -119,7 +124,7 @@ class SchemaResource:
         self._templates = templates
 
     def on_get(self, req, resp):
-        entries = schema_entries(self._web.table.snapshot())
+        entries = schema_entries(self._web.table.snapshot(), request_policy(req))
         if req.get_param("f") == "html":
             resp.content_type = falcon.MEDIA_HTML
             resp.text = self._templates.get_template("schema.html").render(entries=entries)
@@ -158,13 +163,22 @@ class DashboardResource:
     def on_get(self, req, resp):
         view_timeout_s = _view_timeout(req)
         snapshot = self._web.table.snapshot()
+        policy = request_policy(req)
         try:
             status, status_problem = self._web.module_status(), None
         except InsightsError as err:  # the page still shows what the module table knows
             log.warning("the dashboard has no live status: %s", err)
             status, status_problem = {}, str(err)
-        modules = [self._module(name, snapshot.modules[name], status.get(name) or {}, view_timeout_s)
-                   for name in sorted(snapshot.modules)]
+        modules = []
+        for name in sorted(snapshot.modules):
+            record = snapshot.modules[name]
+            endpoints = [e if e["class"] == "handler" else policy.entry(e)
+                         for e in record.get("endpoints", []) if e["class"] == "handler" or policy.shows(e)]
+            if policy is not OPEN and not policy.has_scope("admin") and \
+                    not any(e["class"] != "handler" for e in endpoints):
+                continue  # a token sees the modules it may use
+            modules.append(self._module(name, {**record, "endpoints": endpoints}, status.get(name) or {},
+                                        view_timeout_s))
         states = {}
         for module in modules:
             states[module["state"]] = states.get(module["state"], 0) + 1

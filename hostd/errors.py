@@ -8,13 +8,14 @@ import falcon
 from sandbox.errors import InsightsError
 
 __all__ = ["STATUS_BY_CODE", "BadEventBatch", "BadBody", "BodyTimeout", "PayloadTooLarge", "Forbidden",
-           "ForeignOrigin", "handle_insights_error", "handle_unexpected"]
+           "Unauthorized", "ForeignOrigin", "handle_insights_error", "handle_unexpected"]
 
 log = logging.getLogger("insights.http")
 
 STATUS_BY_CODE = {
     "bad_parameter": falcon.HTTP_400, "bad_event": falcon.HTTP_400, "bad_body": falcon.HTTP_400,
-    "not_found": falcon.HTTP_404, "not_cached": falcon.HTTP_404, "forbidden": falcon.HTTP_403, "foreign_origin": falcon.HTTP_403,
+    "not_found": falcon.HTTP_404, "not_cached": falcon.HTTP_404,
+    "unauthorized": falcon.HTTP_401, "forbidden": falcon.HTTP_403, "foreign_origin": falcon.HTTP_403,
     "body_timeout": falcon.HTTP_408, "conflict": falcon.HTTP_409, "too_large": falcon.HTTP_413,
     "module_error": falcon.HTTP_500, "load_error": falcon.HTTP_500, "internal": falcon.HTTP_500,
     "crashed": falcon.HTTP_502, "not_running": falcon.HTTP_503, "rebuilding": falcon.HTTP_503, "store_unavailable": falcon.HTTP_503,
@@ -58,9 +59,25 @@ class PayloadTooLarge(InsightsError):
 
 
 class Forbidden(InsightsError):
-    """A signed URL is missing, bad or expired."""
+    """A signed URL is missing, bad or expired, or a token lacks the scope of a route.
+
+    :param challenge: the ``WWW-Authenticate`` header to answer with, if any.
+    """
 
     code = "forbidden"
+
+    def __init__(self, message: str, challenge: str | None = None):
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": challenge} if challenge else {}
+
+
+class Unauthorized(Forbidden):
+    """No token where one is required, or a token hostd does not know (401).
+
+    :param challenge: the ``WWW-Authenticate`` header to answer with.
+    """
+
+    code = "unauthorized"
 
 
 class ForeignOrigin(InsightsError):
@@ -78,6 +95,8 @@ def handle_insights_error(req, resp, err, params):
     resp.status = STATUS_BY_CODE.get(err.code, falcon.HTTP_500)
     resp.content_type = falcon.MEDIA_JSON  # a view may have set HTML before the call failed
     resp.media = _error_body(err)
+    for name, value in getattr(err, "headers", {}).items():
+        resp.set_header(name, value)
 
 
 def handle_unexpected(req, resp, err, params):

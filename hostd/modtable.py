@@ -46,6 +46,11 @@ class Snapshot:
                 for name in [endpoint["name"], *endpoint.get("aliases", [])]:
                     self._index[(endpoint["class"], name)] = (record, endpoint)
 
+    def find(self, kind: str, name: str) -> tuple[dict, dict] | None:
+        """:returns: ``(module record, endpoint description)`` of ``kind`` ``name``, whatever
+            its module's state; ``None`` if no module has it."""
+        return self._index.get((kind, name))
+
     def resolve(self, kind: str, name: str) -> tuple[dict, dict]:
         """Find the module serving ``kind`` ``name``.
 
@@ -53,7 +58,7 @@ class Snapshot:
         :raises EndpointNotFound: no module has it.
         :raises ModuleNotRunning: its module is known but not running.
         """
-        found = self._index.get((kind, name))
+        found = self.find(kind, name)
         if found is None:
             raise EndpointNotFound(f"no {kind} named {name!r}")
         record, endpoint = found

@@ -12,6 +12,7 @@ from importlib import metadata
 
 import falcon
 
+from .auth import request_policy
 from .dashboard import schema_entries
 
 __all__ = ["OpenAPIResource", "app_routes", "build_document", "openapi_path"]
@@ -249,6 +250,18 @@ _ROUTES = {
         {"200": _json({"type": "object", "required": ["version"],
                        "properties": {"version": {"type": "array", "items": {"type": "string"}}}},
                       "versions")}, tag="xapi")},
+    "/login": lambda entries: {
+        "get": {"summary": "The dashboard's sign-in form", "tags": ["pages"], "security": [{}],
+                "responses": {"200": _html("the form")}},
+        "post": {"summary": "Sign in: a known token is kept in an HttpOnly cookie", "tags": ["pages"],
+                 "security": [{}], "requestBody": {"required": True, "content": {
+                     "application/x-www-form-urlencoded": {"schema": {
+                         "type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}}}},
+                 "responses": {"303": {"description": "signed in: to the dashboard, with the cookie",
+                                       "headers": {"Location": {"schema": {"type": "string"}},
+                                                   "Set-Cookie": {"schema": {"type": "string"}}}},
+                               "401": _html("the form again: the token is not known"),
+                               **{c: {"$ref": f"#/components/responses/E{c}"} for c in ("400", "403", "413")}}}},
     "/openapi.json": lambda entries: {"get": _operation(
         "This document", {"200": _json({"type": "object"}, "OpenAPI 3.1")})},
 }
@@ -325,4 +338,5 @@ class OpenAPIResource:
         self._app = app
 
     def on_get(self, req, resp):
-        resp.media = build_document(app_routes(self._app), schema_entries(self._web.table.snapshot()))
+        resp.media = build_document(app_routes(self._app),
+                                    schema_entries(self._web.table.snapshot(), request_policy(req)))

@@ -20,13 +20,14 @@ from urllib.parse import urlsplit
 
 from .errors import ForeignOrigin
 
-__all__ = ["OriginGuard"]
+__all__ = ["OriginGuard", "is_loopback"]
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})  # same-site: another port or subdomain
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """:returns: whether ``host`` (an address, or ``localhost``) is this machine's loopback."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -41,7 +42,7 @@ class OriginGuard:
 
     def __init__(self, bind: str):
         self._own_hosts = _LOOPBACK_NAMES | ({bind} if bind not in ("0.0.0.0", "::", "") else set())
-        self._loopback = _is_loopback(bind)
+        self._loopback = is_loopback(bind)
 
     def process_resource(self, req, resp, resource, params):
         """Check the request before a state-changing resource sees it.

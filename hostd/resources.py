@@ -13,9 +13,11 @@ from sandbox.filestore import verify_path
 from sandbox.injection import check as check_params
 
 from . import strictjson
+from .auth import request_policy
 from .errors import BadBody, BadEventBatch, BodyTimeout, Forbidden, PayloadTooLarge
 from .eventbody import events_from_body, events_from_form
 from .module_files import WebFiles
+from .policy import OPEN, Policy
 
 __all__ = ["ViewResource", "QueryResource", "EventResource", "ModulesResource", "HealthResource",
            "FileResource", "StaticResource", "DeadLettersResource", "DeadLettersRetryResource", "read_body",
@@ -96,24 +98,27 @@ def request_params(req, config) -> dict:
     return params
 
 
-def call_endpoint(web, kind: str, name: str, params: dict):
+def call_endpoint(web, kind: str, name: str, params: dict, policy: Policy = OPEN):
     """Call a view or query once its parameters passed the checks its sandbox would make.
 
+    :param policy: the caller's token policy: a name it denies is not found, and its fixed
+        parameters replace whatever the request sent, before the checks.
     :returns: the endpoint's result.
-    :raises EndpointNotFound: no such name; the message names the modules that failed
-        to load, since the name may be one of theirs.
+    :raises EndpointNotFound: no such name, or one the policy denies (the same answer);
+        the message names the modules that failed to load, since the name may be one of theirs.
     :raises BadParameter: a missing or unconvertible parameter: never sent to the sandbox.
     :raises InsightsError: whatever the call raised.
     """
     snapshot = web.table.snapshot()
-    try:
-        _record, endpoint = snapshot.resolve(kind, name)
-    except EndpointNotFound as err:
+    found = snapshot.find(kind, name)
+    if found is None or not policy.shows(found[1], name):
+        message = f"no {kind} named {name!r}"
         failed = sorted(n for n, record in snapshot.modules.items() if record.get("state") == "failed")
         if failed:
-            raise EndpointNotFound(f"{err}; modules failed to load: {', '.join(failed)}"
-                                   " \N{EM DASH} it may be in one of them") from None
-        raise
+            message += f"; modules failed to load: {', '.join(failed)} \N{EM DASH} it may be in one of them"
+        raise EndpointNotFound(message)
+    _record, endpoint = snapshot.resolve(kind, name)
+    params = policy.force(params)
     check_params(endpoint.get("params", []), params)
     return web.call(kind, name, params)
 
@@ -126,7 +131,7 @@ class ViewResource:
 
     def on_get(self, req, resp, name):
         resp.content_type = falcon.MEDIA_HTML
-        resp.text = call_endpoint(self._web, "view", name, dict(req.params))
+        resp.text = call_endpoint(self._web, "view", name, dict(req.params), request_policy(req))
 
 
 class QueryResource:
@@ -136,7 +141,8 @@ class QueryResource:
         self._web = web
 
     def on_get(self, req, resp, name):
-        resp.media = call_endpoint(self._web, "query", name, request_params(req, self._web.config))
+        resp.media = call_endpoint(self._web, "query", name, request_params(req, self._web.config),
+                                   request_policy(req))
 
     on_post = on_get
 
@@ -192,6 +198,8 @@ class DeadLettersRetryResource:
 class CronRunResource:
     """``POST /modules/{name}/cron/{task}/run``: run a cron task now (``hostd cron run``)."""
 
+    state_changing = True  # see hostd.origin
+
     def __init__(self, web):
         self._web = web
 
@@ -201,6 +209,8 @@ class CronRunResource:
 
 class RebuildResource:
     """``POST /modules/{name}/rebuild[?handler=NAME]``: drop the data and replay (``hostd rebuild``)."""
+
+    state_changing = True  # see hostd.origin
 
     def __init__(self, web):
         self._web = web

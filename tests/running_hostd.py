@@ -41,12 +41,16 @@ def wait_until(predicate, timeout_s: float = 30.0, interval_s: float = 0.1, what
 
 
 class HttpClient:
-    """HTTP calls to the daemon at ``self.base``, with a timeout unless one is given."""
+    """HTTP calls to the daemon at ``self.base``, with a timeout unless one is given, and
+    ``self.token`` as a bearer token unless other ``headers`` are given."""
 
     base: str
+    token: str | None = None
 
     def request(self, method, path, **kwargs):
         kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
+        if self.token is not None:
+            kwargs.setdefault("headers", {"Authorization": f"Bearer {self.token}"})
         return requests.request(method, self.base + path, **kwargs)
 
     def get(self, path, **kwargs):
@@ -60,10 +64,11 @@ class HttpClient:
 
 
 class Daemon(HttpClient):
-    """A running ``hostd serve`` (``base`` is its URL)."""
+    """A running ``hostd serve`` (``base`` is its URL; ``token``, if any, goes with every request)."""
 
-    def __init__(self, process, base, log_path, data_dir):
+    def __init__(self, process, base, log_path, data_dir, token=None):
         self.process, self.base, self.log_path, self.data_dir = process, base, log_path, data_dir
+        self.token = token
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -121,20 +126,24 @@ def wait_announced(process: subprocess.Popen, log_path: Path, timeout_s: float =
     wait_until(announced, timeout_s, what="the dashboard URL in the log")
 
 
-def start_daemon(tmp, modules_dir: Path, running: set, failed: set, server: str = "") -> Daemon:
+def start_daemon(tmp, modules_dir: Path, running: set, failed: set, server: str = "", more: str = "",
+                 token: str | None = None) -> Daemon:
     """Start ``hostd serve --modules modules_dir`` and wait until every module settled.
 
     Its data dir is a short temporary folder (unix socket paths are short), removed
     by :func:`stop_daemon`; its config and log go to ``tmp``.
 
     :param server: more lines of the config's ``[server]`` section.
+    :param more: more sections of the config (``[auth]``, ``[[auth.tokens]]``...).
+    :param token: a bearer token sent with every request of the daemon object (it needs
+        the ``admin`` scope when tokens are required: the readiness checks read ``/modules``).
     """
     data_dir = Path(tempfile.mkdtemp(prefix="insights-e2e-"))
     config = tmp / "hostd.toml"
     config.write_text(f"[server]\nworkers = 2\n{server}\n[limits]\ncall_timeout_s = 10\n\n"
-                      "[supervisor]\nbackoff_initial_s = 0.2\n", encoding="utf-8")
+                      f"[supervisor]\nbackoff_initial_s = 0.2\n\n{more}", encoding="utf-8")
     process, base, log_path = launch(tmp, data_dir, config, modules_dir)
-    daemon = Daemon(process, base, log_path, data_dir)
+    daemon = Daemon(process, base, log_path, data_dir, token)
     try:
         wait_announced(process, log_path)
         wanted = {**{m: "running" for m in running}, **{m: "failed" for m in failed}}

@@ -60,7 +60,7 @@ class FakeWeb:
 
     def __init__(self, tmp_path, max_body_mb=1.0):
         self.config = {"limits.max_body_mb": max_body_mb, "server.body_timeout_s": 10.0,
-                       "server.bind": "127.0.0.1"}
+                       "server.bind": "127.0.0.1", "auth.required": "auto", "auth.tokens": []}
         self._snapshot = Snapshot(TABLE)
         self.table = self
         self.calls = []

@@ -271,7 +271,9 @@ def test_local_refuses_a_folder_whose_module_does_not_load(tmp_path):
         Insights.local(tmp_path / "mods", data_dir=tmp_path / "data")
 
 
-# -- tokens and refusals (the server side of auth is not in hostd yet) ----------------------------
+# -- tokens and refusals from something other than hostd -------------------------------------------
+# hostd's own 401 and 403 are met by tests/test_auth_e2e.py; here, a proxy in front of it that
+# answers in its own words (no JSON error body) must still give the same errors.
 
 class _Refusing(BaseHTTPRequestHandler):
     """A minimal server that records the Authorization header and refuses every call."""

@@ -1,6 +1,7 @@
 """hostd's settings (:mod:`hostd.config`) and their documentation in ``conf/hostd.toml``."""
 from __future__ import annotations
 
+import hashlib
 import re
 import textwrap
 import tomllib
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hostd.config import LIMIT_KEYS, SETTINGS, ConfigError, load_config
+from hostd.policy import TOKEN_FIELDS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -244,3 +246,85 @@ def test_a_module_may_change_its_file_quota(tmp_path):
     assert config.limits({"fs_mb": 5})["fs_mb"] == 5.0
     with pytest.raises(ConfigError, match="fs_mb"):
         config.limits({"fs_mb": "big"})
+
+
+# -- auth ---------------------------------------------------------------------------
+
+DIGEST = "ab" * 32
+
+
+def test_tokens_are_checked_and_normalised(tmp_path):
+    path = write_toml(tmp_path, f"""
+        [auth]
+        required = "always"
+
+        [[auth.tokens]]
+        name = "instructor-6002x"
+        token_sha256 = "{DIGEST.upper()}"
+        scopes = ["views", "queries"]
+        allow = ["grades", "count"]
+        fix = {{ course = "6.002x", limit = 3 }}
+
+        [[auth.tokens]]
+        name = "admin"
+        token = "a-plain-token-of-enough-length"
+        scopes = ["admin", "events:write"]
+        default = "allow"
+    """)
+    config = load_config(path)
+    assert config["auth.required"] == "always"
+    instructor, admin = config["auth.tokens"]
+    assert instructor == {"name": "instructor-6002x", "token_sha256": DIGEST, "scopes": ["queries", "views"],
+                          "default": "deny", "allow": ["count", "grades"], "deny": [],
+                          "fix": {"course": "6.002x", "limit": 3}}
+    assert admin["token_sha256"] == hashlib.sha256(b"a-plain-token-of-enough-length").hexdigest()
+    assert "token" not in admin  # the plain text goes no further (web workers get the settings)
+    assert admin["default"] == "allow" and admin["fix"] == {}
+
+
+@pytest.mark.parametrize("table, message", [
+    (f'name = "a"\nscopes = ["views"]', r"auth\.tokens\[0\] \(a\) needs exactly one of token_sha256 and token"),
+    (f'name = "a"\ntoken_sha256 = "{DIGEST}"\ntoken = "x" ', "exactly one"),
+    (f'token_sha256 = "{DIGEST}"', r"auth\.tokens\[0\]\.name"),
+    (f'name = "a b"\ntoken_sha256 = "{DIGEST}"', r"auth\.tokens\[0\]\.name"),
+    ('name = "a"\ntoken_sha256 = "abc"', r"auth\.tokens\[0\]\.token_sha256 \(a\) must be 64 hex digits"),
+    ('name = "a"\ntoken = "short"', r"auth\.tokens\[0\]\.token \(a\) must be a string of at least 16"),
+    (f'name = "a"\ntoken_sha256 = "{DIGEST}"\nscopes = ["view"]', r"auth\.tokens\[0\]\.scopes \(a\): unknown scope\(s\) 'view'"),
+    (f'name = "a"\ntoken_sha256 = "{DIGEST}"\nscopes = "views"', r"auth\.tokens\[0\]\.scopes must be a list"),
+    (f'name = "a"\ntoken_sha256 = "{DIGEST}"\ndefault = "maybe"', r"auth\.tokens\[0\]\.default \(a\) must be 'allow' or 'deny'"),
+    (f'name = "a"\ntoken_sha256 = "{DIGEST}"\nallow = [1]', r"auth\.tokens\[0\]\.allow must be a list of strings"),
+    (f'name = "a"\ntoken_sha256 = "{DIGEST}"\nfix = {{ when = 1979-05-27 }}', r"auth\.tokens\[0\]\.fix\.when must be"),
+    (f'name = "a"\ntoken_sha256 = "{DIGEST}"\nallowed = []', r"auth\.tokens\[0\]: unknown key\(s\) allowed"),
+])
+def test_a_malformed_token_is_named(tmp_path, table, message):
+    path = write_toml(tmp_path, "[[auth.tokens]]\n" + table + "\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_two_tokens_may_share_neither_name_nor_token(tmp_path):
+    same_name = f'[[auth.tokens]]\nname = "a"\ntoken_sha256 = "{DIGEST}"\n' \
+                f'[[auth.tokens]]\nname = "a"\ntoken_sha256 = "{"cd" * 32}"\n'
+    with pytest.raises(ConfigError, match=r"auth\.tokens\[1\] has the same name 'a' as \[0\]"):
+        load_config(write_toml(tmp_path, same_name))
+    same_token = f'[[auth.tokens]]\nname = "a"\ntoken_sha256 = "{DIGEST}"\n' \
+                 f'[[auth.tokens]]\nname = "b"\ntoken_sha256 = "{DIGEST}"\n'
+    with pytest.raises(ConfigError, match=r"auth\.tokens\[1\] has the same token as \[0\]"):
+        load_config(write_toml(tmp_path, same_token))
+
+
+def test_tokens_must_be_an_array_of_tables_and_required_one_of_three(tmp_path):
+    with pytest.raises(ConfigError, match=r"auth\.tokens must be list"):
+        load_config(write_toml(tmp_path, f'[auth.tokens]\nname = "a"\ntoken_sha256 = "{DIGEST}"\n'))
+    with pytest.raises(ConfigError, match=r"auth\.required must be one of 'auto', 'always', 'never'"):
+        load_config(write_toml(tmp_path, '[auth]\nrequired = "yes"\n'))
+
+
+def test_every_key_of_a_token_table_is_documented_in_conf():
+    text = CONF.read_text(encoding="utf-8")
+    example = "\n".join(line.strip()[1:].strip() for line in text.splitlines()
+                        if line.strip().startswith("#") and "=" in line)
+    for key, meaning in TOKEN_FIELDS:
+        assert re.search(rf"(?<!\w){key}\s*=", example), f"auth.tokens key {key!r} is not in {CONF}'s example"
+        assert meaning.strip()

@@ -46,7 +46,8 @@ class GridWeb:
 
     def __init__(self, data_dir, client=None, store_url=None):
         self.config = {"storage.fs": "gridfs", "storage.mongo_url": "", "storage.data_dir": str(data_dir),
-                       "limits.max_body_mb": 1.0, "server.bind": "127.0.0.1"}
+                       "limits.max_body_mb": 1.0, "server.bind": "127.0.0.1",
+                       "auth.required": "auto", "auth.tokens": []}
         if client is not None:
             self.store_client = lambda: client
         if store_url is not None:

@@ -44,7 +44,7 @@ TABLE = {"modules": {"grades": {"name": "grades", "state": "running", "restarts"
 class _Web:
     """What the resources read at start-up and the document needs: the module table."""
 
-    config = {"limits.max_body_mb": 1.0, "server.bind": "127.0.0.1"}
+    config = {"limits.max_body_mb": 1.0, "server.bind": "127.0.0.1", "auth.required": "auto", "auth.tokens": []}
 
     def __init__(self):
         self.table = self
