@@ -9,7 +9,7 @@ would see: frames loading on their own, a chart image, a submitted form, error b
 Set ``DASHBOARD_SCREENSHOT=docs/dashboard.png`` to also write the README's screenshot
 (a smaller, palette PNG) from :func:`test_a_screenshot_of_the_dashboard_on_course_data`.
 """
-import datetime
+import functools
 import json
 import os
 import shutil
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from hostd.demo import generate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -45,23 +47,11 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def course_events(learners=30, days=10):
-    """A course's learner activity as Open edX tracking-log events: page views, videos and
-    problem checks, more of them early in the course, fewer later (deterministic)."""
-    start = datetime.datetime(2026, 3, 2, 9, 0, tzinfo=datetime.timezone.utc)
-    kinds = (("browser", "page_close"), ("browser", "play_video"), ("server", "problem_check"))
-    events = []
-    for learner in range(1, learners + 1):
-        for day in range(days):
-            if (learner * 7 + day * 3) % (day + 3) == 0 and day > 1:
-                continue  # not every learner comes every day
-            for n, (source, kind) in enumerate(kinds[:1 + (learner + day) % 3]):
-                when = start + datetime.timedelta(days=day, minutes=learner * 5 + n)
-                events.append({"id": uuid.uuid5(uuid.NAMESPACE_URL, f"{learner}/{day}/{n}").hex,
-                               "event_type": kind, "event_source": source, "username": f"learner{learner}",
-                               "time": when.isoformat(), "event": {},
-                               "context": {"course_id": COURSE, "user_id": learner}})
-    return events
+@functools.lru_cache(maxsize=1)
+def course_events() -> list:
+    """Development data: ``hostd demo``'s synthetic course (30 learners over two weeks:
+    enrolments, page views, videos, problem checks, sessions and dropout)."""
+    return generate(seed=7, learners=30, weeks=2, course_id=COURSE).events
 
 
 def module_states(url):
@@ -301,7 +291,7 @@ def test_the_modules_facts_follow_hostd_without_a_reload(hostd, browser):
     assert browser.execute_script("return window.notReloaded") is True
 
 
-def test_a_screenshot_of_the_dashboard_on_course_data(hostd, browser, tmp_path):
+def test_a_screenshot_of_the_dashboard_on_demo_data(hostd, browser, tmp_path):
     open_dashboard(browser, hostd[0])
     submit(browser, "user_activity_view", {"course_id": COURSE})
     submit(browser, "plot_grades", {"course": "demo"})
