@@ -46,17 +46,14 @@ object, a correctness map entry that is null, a grade that is no number), this
 module skips that part, takes its correctness as unknown or its score as None.
 """
 import html
-import io
 import json
 import zlib
 from collections import Counter, defaultdict
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from pymongo import UpdateOne
 
 from sandbox import BadParameter, event_handler, query, view
+from sandbox.charts import count_chart, png
 
 from .answers import answer_rows, attempt, report_time
 
@@ -126,9 +123,7 @@ def _tally(rows) -> dict:
 def _chart_png(tally: dict, course_id: str) -> bytes:
     """Stacked horizontal bars per problem (pyplot-free, so no global figure state)."""
     problems = sorted(tally)
-    figure = Figure(figsize=(7, 1.5 + 0.4 * len(problems)), dpi=100)
-    canvas = FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    figure, axes = count_chart(7, 1.5 + 0.4 * len(problems))
     left = [0] * len(problems)
     for outcome, colour in (("correct", "#228833"), ("incorrect", "#ee6677"), ("unknown", "#bbbbbb")):
         counts = [tally[p][outcome] for p in problems]
@@ -136,13 +131,7 @@ def _chart_png(tally: dict, course_id: str) -> bytes:
         left = [a + b for a, b in zip(left, counts)]
     axes.set_yticks(range(len(problems)), [_short(p) for p in problems])
     axes.set_xlabel("answers (latest attempt of each learner)")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_title(f"Latest answers: {course_id}")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    canvas.print_png(buffer)
-    return buffer.getvalue()
+    return png(figure, axes, f"Latest answers: {course_id}", counts_on="x")
 
 
 @view()

@@ -36,17 +36,14 @@ to a Hive ``INT`` column, here it stays the number the log holds; an event
 logged twice as two identical lines is one event here (the log keeps it once).
 """
 import html
-import io
 import json
 import zlib
 from collections import defaultdict
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from pymongo import UpdateOne
 
 from sandbox import BadParameter, event_handler, query, view
+from sandbox.charts import count_chart, png
 
 ACTIVE = "ACTIVE"
 PLAYED_VIDEO = "PLAYED_VIDEO"
@@ -145,22 +142,14 @@ def _learners_per_day(rows) -> dict:
 
 def _chart_png(per_type: dict, dates: list, course_id: str) -> bytes:
     """Grouped bars: learners per day, one bar per activity type (pyplot-free, no global state)."""
-    figure = Figure(figsize=(max(6, len(dates) * 0.9), 4), dpi=100)
-    canvas = FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    figure, axes = count_chart(max(6, len(dates) * 0.9), 4)
     width = 0.8 / len(ACTIVITY_TYPES)
     for index, label in enumerate(ACTIVITY_TYPES):
         counts = [per_type.get(label, {}).get(date, 0) for date in dates]
         axes.bar([d + index * width for d in range(len(dates))], counts, width=width, label=label)
     axes.set_xticks([d + 0.4 - width / 2 for d in range(len(dates))], dates, rotation=45, ha="right")
     axes.set_ylabel("learners")
-    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_title(f"Learners per day: {course_id}")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    canvas.print_png(buffer)
-    return buffer.getvalue()
+    return png(figure, axes, f"Learners per day: {course_id}")
 
 
 @view()

@@ -44,17 +44,14 @@ number, a module ``id`` that is no string, a ``duration`` given as a string),
 this module drops the event, or takes the duration as unknown.
 """
 import html
-import io
 import json
 import zlib
 from collections import defaultdict
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from pymongo import UpdateOne
 
 from sandbox import BadParameter, event_handler, query, view
+from sandbox.charts import count_chart, png
 
 from .viewings import SEGMENT_SECONDS, VIDEO_EVENT_TYPES, usage, video_event, viewings
 
@@ -140,9 +137,7 @@ def video_timeline(db, pipeline_video_id: str):
 
 def _timeline_png(rows, title: str) -> bytes:
     """Bars of learners and views per segment (pyplot-free, so no global figure state)."""
-    figure = Figure(figsize=(7, 4), dpi=100)
-    canvas = FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+    figure, axes = count_chart(7, 4)
     starts = [row["segment"] * SEGMENT_SECONDS for row in rows]
     width = SEGMENT_SECONDS * 0.92  # a gap between segments
     axes.bar(starts, [row["num_views"] for row in rows], width=width, align="edge", color="#bbccee", label="views")
@@ -150,13 +145,7 @@ def _timeline_png(rows, title: str) -> bytes:
              label="learners")
     axes.set_xlabel("seconds into the video")
     axes.set_ylabel("count")
-    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_title(title)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    canvas.print_png(buffer)
-    return buffer.getvalue()
+    return png(figure, axes, title)
 
 
 @view()
