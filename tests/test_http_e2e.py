@@ -258,11 +258,12 @@ def test_healthz_dashboard_and_schema(hostd):
         assert f'id="module-{module}"' in text
     for view in ("hello_world", "hello_user", "plot_grades", "user_count_view", "event_count_view",
                  "probe_view"):
-        assert f'id="frame-{view}"' in text
+        assert f'id="view-{view}"' in text
     # Views without required parameters load by themselves; the others wait for their form.
-    assert 'data-src="/view/hello_world"' in text
-    assert 'data-src="/view/hello_user"' not in text
-    assert re.search(r"e2e_bad_import\s*<span class=\"state state-failed\">failed", text)
+    assert re.search(r'id="view-hello_world"[^>]*data-autoload', text)
+    assert not re.search(r'id="view-hello_user"[^>]*data-autoload', text)
+    failed_section = text.split('id="module-e2e_bad_import"', 1)[1].split("<section", 1)[0]
+    assert 'class="state module-state state-failed">failed' in failed_section
 
     schema = hostd.get("/schema")
     assert schema.status_code == 200
