@@ -92,8 +92,10 @@ class Daemon:
         env = dict(os.environ, INSIGHTS_RUNTIME=str(host.paths.runtime_file), **{MULTIPROC_ENV: self._metrics_dir},
                    PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         timeout = int(max(host.config["limits.call_timeout_s"], host.config["limits.realtime_timeout_s"]) + 30)
-        command = [sys.executable, "-m", "gunicorn", "--config", "python:hostd.gunicorn_conf",
-                   "--bind", f"fd://{self._listener.fileno()}",
+        # run from hostd's private folder: its working folder (a checkout, say) stays off the
+        # workers' path, which gunicorn would otherwise put first
+        command = [sys.executable, "-P", "-m", "gunicorn", "--config", "python:hostd.gunicorn_conf",
+                   "--chdir", str(host.paths.run), "--bind", f"fd://{self._listener.fileno()}",
                    # Threads, so that slow clients cannot hold every worker (see read_body); no
                    # keep-alive, as with sync workers: HTTPHandler, say, never closes its connection.
                    "--workers", str(self.config["server.workers"]), "--worker-class", "gthread",
@@ -103,6 +105,7 @@ class Daemon:
                    "hostd.wsgi:application"]
         # stopped -> starting (web)
         self._web = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                     cwd=host.paths.run,
                                      pass_fds=[self._listener.fileno()], preexec_fn=_pdeathsig)
 
     def _web_ready(self, patience_s: float = 30.0) -> bool:

@@ -69,7 +69,9 @@ class ForkServer:
         self._path = str(socket_path)
         if os.path.exists(self._path):
             os.unlink(self._path)
-        self.process = subprocess.Popen([sys.executable, "-m", "sandbox.forkserver", self._path],
+        # -P: not hostd's working folder first on sys.path (a checkout there would shadow the
+        # installed runtime, and confined sandboxes cannot see it)
+        self.process = subprocess.Popen([sys.executable, "-P", "-m", "sandbox.forkserver", self._path],
                                         env=env, stdin=subprocess.DEVNULL, start_new_session=True)
         self._sock = self._connect(time.time() + 60)
         self._lock = threading.Lock()       # one spawn at a time

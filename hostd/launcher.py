@@ -152,7 +152,7 @@ class Launcher:
             if self._forkserver is not None and self._forkserver.alive:
                 process = self._forkserver.spawn(str(spec_path), env, str(data), log_file.fileno())
             else:
-                process = subprocess.Popen([sys.executable, "-m", "sandbox", str(spec_path)],
+                process = subprocess.Popen([sys.executable, "-P", "-m", "sandbox", str(spec_path)],
                                            stdin=subprocess.DEVNULL, stdout=log_file,
                                            stderr=subprocess.STDOUT, cwd=data, env=env, close_fds=True)
         return Sandbox(process, cgroup, limits)
