@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from query_roundtrip import free_port, wait_for, wrk
+from query_roundtrip import alternate, free_port, median, print_table, wait_for
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -75,7 +75,6 @@ def main() -> int:
     stack = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/query/trivial"
     cases = {"no token": (), "token": (f"Authorization: Bearer {token}",)}
-    results = {name: {"c1": [], "c16": []} for name in cases}
     try:
         wait_for(url)
         refused = urllib.request.Request(url, headers={"Authorization": f"Bearer {secrets.token_urlsafe(32)}"})
@@ -84,13 +83,7 @@ def main() -> int:
             raise RuntimeError("an unknown token was accepted: the bench would not measure auth")
         except urllib.error.HTTPError as err:
             assert err.code == 401, err.code
-        for headers in cases.values():
-            wrk(url, 1, 1, headers)  # warm up
-        for run in range(args.runs):
-            order = list(cases) if run % 2 == 0 else list(reversed(cases))
-            for name in order:
-                results[name]["c1"].append(wrk(url, 1, args.seconds, cases[name]))
-                results[name]["c16"].append(wrk(url, 16, args.seconds, cases[name]))
+        results = alternate({name: (url, headers) for name, headers in cases.items()}, args.runs, args.seconds)
     finally:
         stack.send_signal(signal.SIGTERM)
         try:
@@ -99,16 +92,10 @@ def main() -> int:
             stack.kill()
         shutil.rmtree(folder, ignore_errors=True)
 
-    def median(name, key, field):
-        return statistics.median(r[field] for r in results[name][key])
-
     print(f"runs={args.runs} seconds={args.seconds} workers={args.workers} tokens={args.tokens} (medians)")
-    print(f"{'':10} {'p50 c=1':>10} {'p99 c=1':>10} {'req/s c=1':>10} {'req/s c=16':>11}")
-    for name in cases:
-        print(f"{name:10} {median(name, 'c1', 'p50') * 1e6:8.0f}us {median(name, 'c1', 'p99') * 1e6:8.0f}us"
-              f" {median(name, 'c1', 'rps'):10.0f} {median(name, 'c16', 'rps'):11.0f}")
-    latency = median("token", "c1", "p50") / median("no token", "c1", "p50")
-    throughput = median("token", "c16", "rps") / median("no token", "c16", "rps")
+    print_table(results)
+    latency = median(results, "token", "c1", "p50") / median(results, "no token", "c1", "p50")
+    throughput = median(results, "token", "c16", "rps") / median(results, "no token", "c16", "rps")
     print(f"token / no token: p50 at 1 connection {latency:.2f}x, requests/s at 16 connections {throughput:.2f}x")
     # Each run measured both back to back: the median of their ratios cancels slow drifts of
     # the machine's other load, which the ratio of medians does not.

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from query_roundtrip import free_port, wait_for, wrk
+from query_roundtrip import alternate, free_port, median, print_table, wait_for
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -56,13 +55,7 @@ def main() -> int:
         with urllib.request.urlopen(urls["memoized"], timeout=60) as answer:
             answer.read()
         computed = time.perf_counter() - started
-        for url in urls.values():
-            wrk(url, 1, 1)  # warm up
-        for run in range(args.runs):
-            order = list(urls) if run % 2 == 0 else list(reversed(urls))
-            for name in order:
-                results[name]["c1"].append(wrk(urls[name], 1, args.seconds))
-                results[name]["c16"].append(wrk(urls[name], 16, args.seconds))
+        results = alternate({name: (url, ()) for name, url in urls.items()}, args.runs, args.seconds)
     finally:
         stack.send_signal(signal.SIGTERM)
         try:
@@ -71,17 +64,11 @@ def main() -> int:
             stack.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    def median(name, key, field):
-        return statistics.median(r[field] for r in results[name][key])
-
     print(f"runs={args.runs} seconds={args.seconds} workers={args.workers} (medians)")
     print(f"first call of the memoized query (computing it): {computed * 1e3:.0f} ms")
-    print(f"{'':10} {'p50 c=1':>10} {'p99 c=1':>10} {'req/s c=1':>10} {'req/s c=16':>11}")
-    for name in urls:
-        print(f"{name:10} {median(name, 'c1', 'p50') * 1e6:8.0f}us {median(name, 'c1', 'p99') * 1e6:8.0f}us"
-              f" {median(name, 'c1', 'rps'):10.0f} {median(name, 'c16', 'rps'):11.0f}")
-    latency = median("memoized", "c1", "p50") / median("trivial", "c1", "p50")
-    throughput = median("memoized", "c16", "rps") / median("trivial", "c16", "rps")
+    print_table(results)
+    latency = median(results, "memoized", "c1", "p50") / median(results, "trivial", "c1", "p50")
+    throughput = median(results, "memoized", "c16", "rps") / median(results, "trivial", "c16", "rps")
     print(f"memoized / trivial: p50 at 1 connection {latency:.2f}x, requests/s at 16 connections {throughput:.2f}x")
     return 0
 

@@ -85,6 +85,38 @@ def start_baseline(port: int, workers: int) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)
 
 
+def alternate(cases: dict, runs: int, seconds: int) -> dict:
+    """Measure each case with wrk at 1 and at 16 connections, ``runs`` times, alternating
+    which goes first (so slow drifts of the machine hit them alike).
+
+    :param cases: ``{name: (url, headers)}``.
+    :returns: ``{name: {"c1": [wrk result...], "c16": [...]}}``.
+    """
+    results = {name: {"c1": [], "c16": []} for name in cases}
+    for url, headers in cases.values():
+        wrk(url, 1, 1, headers)  # warm up
+    for run in range(runs):
+        for name in (list(cases) if run % 2 == 0 else list(reversed(cases))):
+            url, headers = cases[name]
+            results[name]["c1"].append(wrk(url, 1, seconds, headers))
+            results[name]["c16"].append(wrk(url, 16, seconds, headers))
+    return results
+
+
+def median(results: dict, name: str, key: str, field: str) -> float:
+    """:returns: the median of ``field`` (``p50``, ``p99``, ``rps``) of case ``name`` at ``key``."""
+    return statistics.median(r[field] for r in results[name][key])
+
+
+def print_table(results: dict) -> None:
+    """Print each case's medians: p50 and p99 at 1 connection, requests/s at 1 and 16."""
+    print(f"{'':10} {'p50 c=1':>10} {'p99 c=1':>10} {'req/s c=1':>10} {'req/s c=16':>11}")
+    for name in results:
+        print(f"{name:10} {median(results, name, 'c1', 'p50') * 1e6:8.0f}us"
+              f" {median(results, name, 'c1', 'p99') * 1e6:8.0f}us"
+              f" {median(results, name, 'c1', 'rps'):10.0f} {median(results, name, 'c16', 'rps'):11.0f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -100,16 +132,10 @@ def main() -> int:
     baseline = start_baseline(base_port, args.workers)
     urls = {"stack": f"http://127.0.0.1:{stack_port}/query/trivial",
             "baseline": f"http://127.0.0.1:{base_port}/query/trivial"}
-    results = {name: {"c1": [], "c16": []} for name in urls}
     try:
         for url in urls.values():
             wait_for(url)
-            wrk(url, 1, 1)  # warm up
-        for run in range(args.runs):
-            order = list(urls) if run % 2 == 0 else list(reversed(urls))
-            for name in order:
-                results[name]["c1"].append(wrk(urls[name], 1, args.seconds))
-                results[name]["c16"].append(wrk(urls[name], 16, args.seconds))
+        results = alternate({name: (url, ()) for name, url in urls.items()}, args.runs, args.seconds)
     finally:
         for process in (stack, baseline):
             process.send_signal(signal.SIGTERM)
@@ -120,16 +146,10 @@ def main() -> int:
                 process.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    def median(name, key, field):
-        return statistics.median(r[field] for r in results[name][key])
-
     print(f"runs={args.runs} seconds={args.seconds} workers={args.workers} (medians)")
-    print(f"{'':10} {'p50 c=1':>10} {'p99 c=1':>10} {'req/s c=1':>10} {'req/s c=16':>11}")
-    for name in urls:
-        print(f"{name:10} {median(name, 'c1', 'p50') * 1e6:8.0f}us {median(name, 'c1', 'p99') * 1e6:8.0f}us"
-              f" {median(name, 'c1', 'rps'):10.0f} {median(name, 'c16', 'rps'):11.0f}")
-    added = (median("stack", "c1", "p50") - median("baseline", "c1", "p50")) * 1e6
-    ratio = median("stack", "c16", "rps") / median("baseline", "c16", "rps")
+    print_table(results)
+    added = (median(results, "stack", "c1", "p50") - median(results, "baseline", "c1", "p50")) * 1e6
+    ratio = median(results, "stack", "c16", "rps") / median(results, "baseline", "c16", "rps")
     print(f"added p50 at 1 connection: {added:.0f} us (target <= 250 us)")
     print(f"throughput ratio at 16 connections: {ratio:.2f}x (target >= 0.45x)")
     return 0
