@@ -34,7 +34,8 @@ setup(
     ],
     extras_require={
         "test": [
-            "pytest>=8,<10",
+            # schemathesis 4.32 fails under pytest 9.2 (no Function._nodeid); 9.0 and 9.1 work
+            "pytest>=8,<9.2",
             "pytest-timeout>=2.3,<3",
             "tincan==1.0.0",
             # second oracle of the tincan data layer; its docs table pins these exact versions
