@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ __all__ = ["Delivery", "DeliverySettings", "HandlerState"]
 
 log = logging.getLogger("insights.delivery")
 _BATCH_MODE_MAX_EVENTS = 50_000
+_SKIPPED_KEPT = 65_536  # enough for every realtime request still waiting
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,12 @@ class DeliverySettings:
                    config["supervisor.backoff_initial_s"], config["supervisor.backoff_max_s"])
 
 
+def _skipped(result) -> list:
+    """:returns: the ``seq`` of the events a handler's sandbox acknowledged without calling it."""
+    skipped = result.get("skipped") if isinstance(result, dict) else None
+    return [s for s in skipped if isinstance(s, int)] if isinstance(skipped, list) else []
+
+
 class HandlerState:
     """What delivery knows about one handler (also shown in ``/modules``).
 
@@ -64,11 +72,20 @@ class HandlerState:
         self.matches = route.matches
         self.position: int | None = None
         self.handled = 0
+        #: recent events its sandbox acknowledged without calling it (property clauses rejected them)
+        self.skipped: OrderedDict = OrderedDict()
         self.failures = 0
         self.isolate_until = 0   # after a failed batch: one event at a time up to this seq
         self.retry_at = 0.0
         self.last_run = time.time()
         self.last_error: str | None = None
+
+    def remember_skipped(self, seqs) -> None:
+        """Note events the sandbox acknowledged unhandled (the most recent ones are kept)."""
+        for seq in seqs:
+            self.skipped[seq] = None
+        while len(self.skipped) > _SKIPPED_KEPT:
+            self.skipped.popitem(last=False)
 
     def due(self, now: float) -> bool:
         """Whether the handler may be called now (backoff, batch period)."""
@@ -133,6 +150,14 @@ class Delivery(threading.Thread):
     def states(self, module: str) -> list[HandlerState]:
         """:returns: the handler states of ``module`` known to this thread."""
         return [s for (m, _), s in list(self._states.items()) if m == module]
+
+    def handled_any(self, module: str, handler: str, seqs) -> bool:
+        """Whether the handler was called with one of the events ``seqs`` (rather than its sandbox
+        acknowledging them all unhandled). Meant for events it is already past."""
+        state = self._states.get((module, handler))
+        if state is None or state.route.exact:
+            return True
+        return any(seq not in state.skipped for seq in seqs)
 
     def position(self, module: str, handler: str) -> int | None:
         """:returns: the handler's acknowledged position (None if not seen yet)."""
@@ -252,14 +277,16 @@ class Delivery(threading.Thread):
             prepared.append((state, record, docs, selected, pending))
         moved = []
         for state, record, docs, selected, pending in prepared:
+            skipped = ()
             if pending is not None:
                 try:
-                    client.receive(pending)
+                    skipped = _skipped(client.receive(pending))
                 except InsightsError as err:
                     worked |= self._failed(state, record, selected, err)
                     continue
             state.last_run = now
-            moved.append((state, docs[-1]["seq"], len(selected)))
+            state.remember_skipped(skipped)
+            moved.append((state, docs[-1]["seq"], len(selected) - len(skipped)))
         if moved:
             self._advance_many(moved)
         return worked or bool(moved)

@@ -91,8 +91,8 @@ class EventLog:
 
         :param events: event dicts (already validated).
         :param source: ``http``, ``xapi`` or ``module:<name>``.
-        :returns: ``{"accepted", "duplicates", "ids", "new_ids", "last_seq"}``; ``ids`` in
-            request order, ``new_ids`` those first logged now.
+        :returns: ``{"accepted", "duplicates", "ids", "new_ids", "new_seqs", "last_seq"}``;
+            ``ids`` in request order, ``new_ids`` those first logged now, ``new_seqs`` their ``seq``.
         """
         ids = [event_identity(e) for e in events]
         fresh, seen = [], set()
@@ -109,7 +109,8 @@ class EventLog:
             written = self._insert(docs)
         new_ids = [d["eid"][len(_EID_PREFIX):] for d in written]
         return {"accepted": len(written), "duplicates": len(events) - len(written), "ids": ids,
-                "new_ids": new_ids, "last_seq": written[-1]["seq"] if written else None}
+                "new_ids": new_ids, "new_seqs": [d["seq"] for d in written],
+                "last_seq": written[-1]["seq"] if written else None}
 
     def _known(self, docs: list[dict]) -> dict:
         """:returns: ``{eid: seq}`` of those documents' identities already in the log."""

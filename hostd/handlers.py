@@ -3,8 +3,11 @@
 The event path starts here. When the module table changes, the host gives the
 running modules' records to :meth:`HandlerTable.update`; each handler becomes a
 :class:`HandlerRoute` whose filter is compiled then, and kept for as long as
-the handler's options and the event properties stay the same. The ingest thread
-asks the table which realtime handlers a request's events match; the delivery
+the handler's options and the event properties stay the same. hostd runs no
+module code, so a route matches on the raw fields its filter names; clauses on
+event properties are decided by the handler's sandbox, which acknowledges the
+events they reject without calling the handler. The ingest thread asks the
+table which realtime handlers a request's events may match; the delivery
 threads ask it which handlers of their modes to feed. Both use the same
 compiled predicates.
 """
@@ -12,71 +15,9 @@ from __future__ import annotations
 
 import threading
 
-import mongoquery
+from sandbox.filters import compile_filter, filter_paths, raw_part
 
-from sandbox.events import Event
-
-__all__ = ["HandlerRoute", "HandlerTable", "compile_filter"]
-
-
-def _filter_paths(filter_doc) -> set[str]:
-    """:returns: every field path a MongoDB-style filter names (through $and/$or/$nor/$not)."""
-    paths = set()
-    if isinstance(filter_doc, dict):
-        for key, value in filter_doc.items():
-            if not key.startswith("$"):
-                paths.add(key)
-            if isinstance(value, (dict, list)):
-                paths |= _filter_paths(value) if key.startswith("$") else set()
-    elif isinstance(filter_doc, list):
-        for item in filter_doc:
-            paths |= _filter_paths(item)
-    return paths
-
-
-def _set_path(document: dict, path: str, value) -> None:
-    *parents, leaf = path.split(".")
-    for part in parents:
-        child = document.get(part)
-        document[part] = child = dict(child) if isinstance(child, dict) else {}
-        document = child
-    document[leaf] = value
-
-
-def compile_filter(filter_doc: dict | None, module: str, properties=None):
-    """:returns: a predicate over log documents for a handler's ``filter``.
-
-    Paths of the filter that start with an event property (``tincan.verb.id``)
-    are matched against the property's value, computed here in hostd. Without a
-    filter a module does not receive the events it emitted itself, so chains of
-    emitting modules cannot loop by accident; a filter that names ``source``
-    decides for itself.
-    """
-    own = f"module:{module}"
-    if not filter_doc:
-        return lambda doc: doc.get("source") != own
-    query = mongoquery.Query(filter_doc)
-    with_source = "source" in _filter_paths(filter_doc)
-    property_paths = sorted(p for p in _filter_paths(filter_doc)
-                            if properties is not None and properties.property_prefix(p))
-
-    def document(doc):
-        view = doc["event"]
-        if with_source or property_paths:
-            view = dict(view, source=doc.get("source")) if with_source else dict(view)
-        if property_paths:
-            event = Event(doc["event"], {"seq": doc.get("seq"), "source": doc.get("source")}, properties)
-            for path in property_paths:
-                try:
-                    _, value = properties.value_at(event, path)
-                except Exception:  # a property that cannot read this event: the path is absent
-                    continue
-                _set_path(view, path, value)
-        return view
-
-    if with_source:
-        return lambda doc: query.match(document(doc))
-    return lambda doc: doc.get("source") != own and query.match(document(doc))
+__all__ = ["HandlerRoute", "HandlerTable"]
 
 
 class HandlerRoute:
@@ -84,18 +25,22 @@ class HandlerRoute:
 
     :param module: the module's name.
     :param description: the handler's endpoint description (``name``, ``options``).
-    :param properties: the event properties its filter may name.
+    :param catalog: the :class:`~hostd.catalog.PropertyCatalog` telling property paths from raw fields.
     """
 
-    __slots__ = ("module", "name", "options", "mode", "matches")
+    __slots__ = ("module", "name", "options", "mode", "matches", "exact")
 
-    def __init__(self, module: str, description: dict, properties=None):
+    def __init__(self, module: str, description: dict, catalog=None):
         self.module = module
         self.name = description["name"]
         self.options = description.get("options") or {}
         self.mode = self.options.get("mode", "queued")
-        #: ``matches(log document) -> bool``
-        self.matches = compile_filter(self.options.get("filter"), module, properties)
+        whole = self.options.get("filter")
+        raw = raw_part(whole, catalog.is_property_path) if catalog is not None else whole
+        #: whether :attr:`matches` decides alone (else the sandbox checks property clauses)
+        self.exact = raw == whole
+        #: ``matches(log document) -> bool``: true for every event the whole filter matches
+        self.matches = compile_filter(raw, module, names_source="source" in filter_paths(whole))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -136,8 +81,14 @@ class HandlerTable:
         """:returns: the running handlers of those modes (of one module, if given)."""
         return [r for r in self._routes if r.mode in modes and (module is None or r.module == module)]
 
-    def realtime_matches(self, events: list[dict], source: str) -> list[tuple[str, str]]:
-        """:returns: ``(module, handler)`` of every realtime handler matching one of ``events``."""
+    def realtime_matches(self, events: list[dict], source: str) -> dict:
+        """:returns: ``{(module, handler): [indexes of the events it may match]}`` of the
+            realtime handlers matching one of ``events`` (exactly, or on their raw fields when
+            their sandbox decides property clauses)."""
         docs = [{"event": event, "source": source} for event in events]
-        return [route.key for route in self.routes(("realtime",))
-                if any(route.matches(doc) for doc in docs)]
+        found = {}
+        for route in self.routes(("realtime",)):
+            hits = [i for i, doc in enumerate(docs) if route.matches(doc)]
+            if hits:
+                found[route.key] = hits
+        return found

@@ -19,6 +19,7 @@ from sandbox.loader import read_manifest
 from sandbox.transport import Contexts
 
 from .broker import Broker
+from .catalog import LayerDescriber
 from .cgroups import CgroupManager
 from .config import Config
 from .control import ControlService
@@ -74,6 +75,7 @@ class Host:
         self.handlers = HandlerTable()
         self.modules: ModuleSet | None = None
         self._launcher: Launcher | None = None
+        self._describer: LayerDescriber | None = None
         self.ingest: IngestThread | None = None
         self.broker: Broker | None = None
         self.delivery: Delivery | None = None
@@ -115,7 +117,8 @@ class Host:
         self.ingest = IngestThread(self.paths.ingest_endpoint, self.control_key, storage.eventlog,
                                    self._on_appended, self._contexts.general, self.handlers.realtime_matches,
                                    lambda module, handler: self.realtime.position(module, handler),
-                                   self.config["limits.realtime_timeout_s"])
+                                   self.config["limits.realtime_timeout_s"],
+                                   lambda module, handler, seqs: self.realtime.handled_any(module, handler, seqs))
         self.delivery = Delivery(*parts, modes=("queued", "batch"))
         self.realtime = Delivery(*parts, modes=("realtime",), on_progress=self.ingest.realtime_progress)
         self.scheduler = CronScheduler(CronLeases(storage.state_db), self.modules.record, self._contexts,
@@ -141,6 +144,9 @@ class Host:
         self._launcher = Launcher(self.paths, self.config, self.storage.url, self.broker.ensure_upcall,
                                   self._cgroups, self._isolation, self._forkserver,
                                   CpuPlacement(self.config["sandbox.pin_cpu"]))
+        limits = self.config.limits()
+        self._describer = LayerDescriber(
+            lambda identity, folder, layer: self._launcher.describe_layer(identity, folder, layer, limits))
         discovery = self._discover()
         self.modules.apply(discovery)
         self.delivery.start()
@@ -193,10 +199,12 @@ class Host:
 
     # -- supervision -----------------------------------------------------------
     def _discover(self, names=None):
-        serving = [] if names is None else [n for n in self._launcher.properties_files if n not in names]
-        discovery = discover(self.config["modules.paths"], self._explicit_modules, self._property_modules,
-                             first=serving)
-        self._launcher.properties_files = discovery.properties_files
+        serving = [] if names is None else [
+            layer["origin"].removeprefix("module ") for layer in self._launcher.layers["layers"]
+            if layer["origin"].removeprefix("module ") not in names]
+        discovery = discover(self.config["modules.paths"], self._describer, self._explicit_modules,
+                             self._property_modules, first=serving)
+        self._launcher.layers = discovery.properties.for_sandboxes()
         return discovery
 
     def _new_supervisor(self, name: str, folder, error: str | None = None) -> ModuleSupervisor:

@@ -38,7 +38,7 @@ class _RealtimeWait:
     identity: list
     request: dict
     result: dict
-    handlers: list
+    handlers: dict  # {(module, handler): [seq of each event it may match]}
     seq: int
     deadline: float
 
@@ -51,14 +51,16 @@ class IngestThread(threading.Thread):
     :param eventlog: the :class:`~hostd.eventlog.EventLog`.
     :param on_appended: called with the last ``seq`` after each write.
     :param context: the host's ``zmq.Context``.
-    :param realtime_matches: ``f(events, source) -> [(module, handler), ...]``: the realtime
-        handlers a request's new events match (the request then waits for them).
+    :param realtime_matches: ``f(events, source) -> {(module, handler): [event indexes]}``: the
+        realtime handlers a request's new events may match (the request then waits for them).
     :param realtime_position: ``f(module, handler) -> seq | None``: where a realtime handler is.
+    :param realtime_handled: ``f(module, handler, seqs) -> bool``: whether the handler ran on one
+        of these events (its sandbox acknowledges those its property clauses reject unhandled).
     :param realtime_timeout_s: how long a request waits for its realtime handlers.
     """
 
     def __init__(self, endpoint, key, eventlog, on_appended, context, realtime_matches=None,
-                 realtime_position=None, realtime_timeout_s: float = 10.0):
+                 realtime_position=None, realtime_timeout_s: float = 10.0, realtime_handled=None):
         super().__init__(name="insights-ingest", daemon=True)
         self._endpoint = endpoint
         self._signer = protocol.Signer(key)
@@ -67,6 +69,7 @@ class IngestThread(threading.Thread):
         self._context = context
         self._realtime_matches = realtime_matches
         self._realtime_position = realtime_position
+        self._realtime_handled = realtime_handled or (lambda module, handler, seqs: True)
         self._realtime_timeout_s = realtime_timeout_s
         self._waits: list[_RealtimeWait] = []
         self._waker = Waker(context, "ingest")
@@ -152,15 +155,18 @@ class IngestThread(threading.Thread):
             if result["last_seq"] is not None:
                 self._on_appended(result["last_seq"])
             offset, new = 0, set(result["new_ids"])
+            seq_of = dict(zip(result["new_ids"], result.get("new_seqs") or ()))
             for identity, message in items:
                 count = len(message["events"])
                 ids = result["ids"][offset:offset + count]
                 offset += count
-                fresh = [e for e, i in zip(message["events"], ids) if i in new]
+                fresh = [(e, i) for e, i in zip(message["events"], ids) if i in new]
                 counts = _split_counts(ids, new)  # an id first logged by this request is accepted here
                 answer = {"ids": ids, "last_seq": result["last_seq"], "realtime": False, **counts}
-                handlers = self._realtime_matches(fresh, source) \
-                    if fresh and message.get("realtime") and self._realtime_matches else []
+                handlers = {}
+                if fresh and message.get("realtime") and self._realtime_matches:
+                    matches = self._realtime_matches([e for e, _ in fresh], source)
+                    handlers = {key: [seq_of.get(fresh[i][1]) for i in hits] for key, hits in matches.items()}
                 if handlers:
                     self._waits.append(_RealtimeWait(identity, message, answer, handlers, result["last_seq"],
                                                      time.time() + self._realtime_timeout_s))
@@ -178,7 +184,8 @@ class IngestThread(threading.Thread):
         for wait in self._waits:
             late = [f"{m}.{h}" for m, h in wait.handlers if (self._realtime_position(m, h) or 0) < wait.seq]
             if not late:
-                self._reply(sock, wait.identity, protocol.reply_ok(wait.request, {**wait.result, "realtime": True}))
+                ran = any(self._realtime_handled(m, h, seqs) for (m, h), seqs in wait.handlers.items())
+                self._reply(sock, wait.identity, protocol.reply_ok(wait.request, {**wait.result, "realtime": ran}))
             elif wait.deadline <= now:
                 self._reply(sock, wait.identity, protocol.reply_ok(wait.request, {
                     **wait.result, "realtime": True,

@@ -71,7 +71,7 @@ class Isolation:
             self._uids[module] = base + offset
         return self._uids[module]
 
-    def prepare(self, module: str, module_dir: Path, properties_files: dict) -> tuple[str, dict]:
+    def prepare(self, module: str, module_dir: Path, layer_files) -> tuple[str, dict]:
         """Own the module's folders, open its store relay.
 
         :returns: ``(store URL for the sandbox, confinement plan fields)``.
@@ -88,7 +88,7 @@ class Isolation:
         keep = [[path, True] for path in self._code]
         keep += [[str(module_dir), True], [str(data), False], [str(ipc), False]]
         # data layers are shared code: their whole folder (a properties.py may import its siblings)
-        keep += [[str(Path(f).resolve().parent), True] for f in properties_files.values()]
+        keep += [[str(Path(f).resolve().parent), True] for f in layer_files]
         hide = [["/root", "0711"], ["/tmp", "1777"], [str(self._paths.data), "0755"]]
         hide += [[str(Path(p).resolve()), "0755"] for p in self._config["modules.paths"]]
         if str(module_dir.parent) not in {h[0] for h in hide}:

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sandbox.errors import ModuleLoadError
+
 __all__ = ["Launcher", "Sandbox", "sandbox_environment"]
 
 
@@ -32,6 +34,18 @@ def _sandbox_pythonpath() -> str:
     root = str(Path(sandbox.__file__).resolve().parents[1])
     existing = os.environ.get("PYTHONPATH")
     return root if not existing else f"{root}{os.pathsep}{existing}"
+
+
+def _layer_answer(output: bytes) -> dict | None:
+    """:returns: the answer a layer probe printed last, or None when it printed none."""
+    from sandbox.describe import RESULT_PREFIX
+    for line in reversed(output.decode("utf-8", "replace").splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            try:
+                return json.loads(line[len(RESULT_PREFIX):])
+            except ValueError:
+                return None
+    return None
 
 
 class Sandbox:
@@ -117,8 +131,12 @@ class Launcher:
         self._isolation = isolation
         self._forkserver = forkserver
         self._placement = placement
-        #: ``{module: properties.py}`` every sandbox loads for ``evt.<ns>.<name>``
-        self.properties_files: dict = {}
+        #: the data-layer catalog every sandbox gets (see :meth:`~hostd.catalog.PropertyCatalog.for_sandboxes`)
+        self.layers: dict = {"layers": [], "failed": {}}
+
+    def layer_files(self) -> list[str]:
+        """:returns: the ``properties.py`` of every data layer in the catalog (sandboxes read them)."""
+        return [layer["file"] for layer in self.layers["layers"] if layer.get("file")]
 
     def call_endpoint(self, module: str) -> str:
         """:returns: a module's ``call`` socket (the sandbox binds it)."""
@@ -157,6 +175,47 @@ class Launcher:
                                            stderr=subprocess.STDOUT, cwd=data, env=env, close_fds=True)
         return Sandbox(process, cgroup, limits)
 
+    def describe_layer(self, identity: str, folder: Path | None, layer: dict, limits: dict) -> dict:
+        """Have a confined probe import one data layer and say what it declares.
+
+        :param identity: the module whose sandbox identity the probe has.
+        :param folder: that module's folder (None for an installed package).
+        :param layer: ``{"origin", "file"}``.
+        :returns: ``{"properties": [...], "sources": [...], "confinement": {...}}``.
+        :raises ModuleLoadError: the layer raised, ended the process or did not finish in time.
+        """
+        data = self._paths.module_data(identity)
+        data.mkdir(parents=True, exist_ok=True)
+        spec_path = self._paths.run / f"{identity}.describe.json"
+        os.close(os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        isolation = {}
+        if self._isolation is not None:
+            isolation = self._isolation.prepare(identity, folder or data, [layer["file"]] if layer.get("file") else [])[1]
+        plan = {**self._confinement_plan(identity, limits, None), **isolation, "cpu": None}
+        with open(spec_path, "w", encoding="utf-8") as handle:
+            json.dump({"module": identity, "layer": layer, "confinement": plan}, handle)
+        env = sandbox_environment()
+        env.update(HOME=str(data), USER=f"insights-{identity}")
+        where = layer.get("file") or layer["origin"]
+        timeout = limits["start_timeout_s"]
+        with open(self._paths.logs / f"{identity}.log", "ab") as log_file:
+            process = subprocess.Popen([sys.executable, "-P", "-m", "sandbox.describe", str(spec_path)],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file,
+                                       cwd=data, env=env, close_fds=True)
+            try:
+                output, _ = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                raise ModuleLoadError(f"{where} did not finish importing within {timeout:g} s"
+                                      " (limits.start_timeout_s); the probe importing it was killed") from None
+        answer = _layer_answer(output)
+        if answer is None:
+            raise ModuleLoadError(f"{where} ended the process importing it (exit status {process.returncode})")
+        if "error" in answer:
+            raise ModuleLoadError(f"{where} failed to load: {answer['error']}")
+        return answer
+
     def release(self, module: str) -> None:
         """The module is gone for good (removed or stopped): give back its uid relay and CPU."""
         if self._isolation is not None:
@@ -177,7 +236,7 @@ class Launcher:
         ipc.mkdir(mode=0o700, parents=True, exist_ok=True)
         store_url, isolation, uid = self._store_url, {}, None
         if self._isolation is not None:
-            store_url, isolation = self._isolation.prepare(module, folder, self.properties_files)
+            store_url, isolation = self._isolation.prepare(module, folder, self.layer_files())
             uid = isolation["uid"]
         if self._bind_upcall is not None:
             self._bind_upcall(module, self.upcall_endpoint(module), uid)
@@ -191,7 +250,7 @@ class Launcher:
             "parent_pid": self._forkserver.process.pid if forked else os.getpid(),
             "log_level": self._settings["logging.level"],
             "call_timeout_s": limits["call_timeout_s"],
-            "properties_files": self.properties_files,
+            "layers": self.layers,
             "confinement": {**self._confinement_plan(module, limits, cgroup), **isolation},
         }
 

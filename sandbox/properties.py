@@ -31,7 +31,8 @@ from . import hookspecs
 from .errors import ModuleLoadError
 
 __all__ = ["event_property", "event_source", "PropertySpec", "PropertyRegistry", "module_plugin",
-           "build_registry", "load_registry", "properties_file", "ENTRY_POINT_GROUP"]
+           "build_registry", "load_registry", "properties_file", "entry_point_plugin", "entry_point_names",
+           "PropertyIndex", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "insights.properties"
 _loads = itertools.count(1)
@@ -131,35 +132,39 @@ class _Namespace:
         return f"<properties {self._path}: {', '.join(self._registry.names(self._path))}>"
 
 
-class PropertyRegistry:
-    """Every property and source known to one process.
+class PropertyIndex:
+    """What properties and sources exist and who declares them, without their code.
 
-    :param properties: ``[(origin, function)]`` of ``@event_property`` functions.
-    :param sources: ``[(origin, function)]`` of ``@event_source`` predicates.
+    hostd builds one from the descriptions sandboxes report (it never imports a
+    ``properties.py``); every :class:`PropertyRegistry` has one.
+
+    :param entries: ``[(origin, namespace, name, source, doc)]``, one per implementation.
+    :param sources: ``[(origin, source name)]`` of the declared event sources.
     :raises ModuleLoadError: two origins claim the same (namespace, name, source) or source name.
     """
 
-    def __init__(self, properties=(), sources=()):
-        self._impls: dict = {}     # (namespace, name) -> {source: function}
+    def __init__(self, entries=(), sources=()):
         self._origins: dict = {}   # (namespace, name, source) -> origin
-        self._sources: dict = {}   # source name -> (origin, predicate)
+        self._docs: dict = {}      # (namespace, name) -> first doc
+        self._keys: dict = {}      # (namespace, name) -> [source, ...]
+        self._sources: dict = {}   # source name -> origin
         self._namespaces: set = set()
-        for origin, predicate in sources:
-            name = getattr(predicate, _SOURCE)
-            if name in self._sources and self._sources[name][1] is not predicate:
-                raise ModuleLoadError(f"event source {name!r} is declared by both {self._sources[name][0]}"
+        for origin, name in sources:
+            if name in self._sources and self._sources[name] != origin:
+                raise ModuleLoadError(f"event source {name!r} is declared by both {self._sources[name]}"
                                       f" and {origin}")
-            self._sources[name] = (origin, predicate)
-        for origin, func in properties:
-            spec = getattr(func, _PROPERTY)
-            key = (spec.namespace, spec.name, spec.source)
-            if key in self._origins and self._impls[key[:2]][spec.source] is not func:
+            self._sources[name] = origin
+        for origin, namespace, name, source, doc in entries:
+            key = (namespace or None, name, source)
+            if key in self._origins and self._origins[key] != origin:
                 raise ModuleLoadError(f"event property {self._label(*key)} is defined by both"
                                       f" {self._origins[key]} and {origin}")
             self._origins[key] = origin
-            self._impls.setdefault(key[:2], {})[spec.source] = func
-            parts = (spec.namespace or "").split(".")
-            for depth in range(1, len(parts) + 1) if spec.namespace else ():
+            self._keys.setdefault(key[:2], []).append(source)
+            if doc and key[:2] not in self._docs:
+                self._docs[key[:2]] = doc
+            parts = (namespace or "").split(".")
+            for depth in range(1, len(parts) + 1) if namespace else ():
                 self._namespaces.add(".".join(parts[:depth]))
 
     @staticmethod
@@ -167,18 +172,109 @@ class PropertyRegistry:
         dotted = f"{namespace}.{name}" if namespace else name
         return f"{dotted!r} (source {source!r})" if source else repr(dotted)
 
+    def has(self, namespace: str | None, name: str) -> bool:
+        """Whether ``namespace.name`` is a property."""
+        return (namespace, name) in self._keys
+
+    def is_namespace(self, dotted: str) -> bool:
+        """Whether ``dotted`` is a namespace (``tincan``, ``video.segment``)."""
+        return dotted in self._namespaces
+
+    def origins(self, namespace: str | None, name: str) -> set:
+        """:returns: the origins implementing property ``namespace.name``."""
+        return {self._origins[(namespace, name, s)] for s in self._keys.get((namespace, name), ())}
+
+    def sources_used(self, namespace: str | None, name: str) -> set:
+        """:returns: the source names property ``namespace.name`` has implementations for."""
+        return {s for s in self._keys.get((namespace, name), ()) if s is not None}
+
+    def source_origin(self, source: str) -> str | None:
+        """:returns: the origin declaring event source ``source``."""
+        return self._sources.get(source)
+
     def names(self, namespace: str | None = None) -> list[str]:
         """:returns: the property and sub-namespace names directly under ``namespace``."""
         prefix = f"{namespace}." if namespace else ""
-        names = {name for (ns, name) in self._impls if ns == namespace}
+        names = {name for (ns, name) in self._keys if ns == namespace}
         names |= {n[len(prefix):].split(".")[0] for n in self._namespaces
                   if n.startswith(prefix) and n != namespace}
         return sorted(names)
 
+    def property_prefix(self, path: str) -> tuple | None:
+        """:returns: ``(namespace, name)`` of the property a dotted path starts with, else None."""
+        parts = path.split(".")
+        for cut in range(len(parts), 0, -1):
+            key = (".".join(parts[:cut - 1]) or None, parts[cut - 1])
+            if key in self._keys:
+                return key
+        return None
+
+    def describe(self) -> list[dict]:
+        """:returns: the ``/event_properties`` list: namespace, name, sources, doc, modules."""
+        out = []
+        for (namespace, name), sources in sorted(self._keys.items(), key=lambda i: (i[0][0] or "", i[0][1])):
+            doc = self._docs.get((namespace, name), "")
+            out.append({"namespace": namespace, "name": name,
+                        "sources": sorted(s for s in sources if s is not None) + (["*"] if None in sources else []),
+                        "doc": doc.split("\n\n")[0],
+                        "modules": sorted(self.origins(namespace, name))})
+        return out
+
+    def is_empty(self) -> bool:
+        """Whether no property is known."""
+        return not self._keys
+
+
+class PropertyRegistry:
+    """Every property and source known to one process, with their code.
+
+    :param properties: ``[(origin, function)]`` of ``@event_property`` functions.
+    :param sources: ``[(origin, function)]`` of ``@event_source`` predicates.
+    :raises ModuleLoadError: two origins claim the same (namespace, name, source) or source name.
+    """
+
+    def __init__(self, properties=(), sources=()):
+        self._impls: dict = {}      # (namespace, name) -> {source: function}
+        self._predicates: dict = {}  # source name -> predicate
+        entries = []
+        for origin, func in properties:
+            spec = getattr(func, _PROPERTY)
+            entries.append((origin, spec.namespace, spec.name, spec.source, (func.__doc__ or "").strip()))
+        self.index = PropertyIndex(entries, [(origin, getattr(p, _SOURCE)) for origin, p in sources])
+        for origin, predicate in sources:
+            self._predicates[getattr(predicate, _SOURCE)] = predicate
+        for origin, func in properties:
+            spec = getattr(func, _PROPERTY)
+            self._impls.setdefault((spec.namespace, spec.name), {})[spec.source] = func
+
+    def _implementations(self, namespace, name) -> dict:
+        """:returns: ``{source: function}`` of property ``namespace.name``."""
+        return self._impls[(namespace, name)]
+
+    def _source_predicates(self) -> dict:
+        """:returns: ``{source name: predicate}`` to dispatch on."""
+        return self._predicates
+
+    def names(self, namespace: str | None = None) -> list[str]:
+        """:returns: the property and sub-namespace names directly under ``namespace``."""
+        return self.index.names(namespace)
+
+    def property_prefix(self, path: str) -> tuple | None:
+        """:returns: ``(namespace, name)`` of the property a dotted path starts with, else None."""
+        return self.index.property_prefix(path)
+
+    def describe(self) -> list[dict]:
+        """:returns: the ``/event_properties`` list: namespace, name, sources, doc, modules."""
+        return self.index.describe()
+
+    def is_empty(self) -> bool:
+        """Whether no property is known."""
+        return self.index.is_empty()
+
     def sources_of(self, event) -> list[str]:
         """:returns: the names of the sources whose predicate accepts ``event``."""
         found = []
-        for name, (_, predicate) in self._sources.items():
+        for name, predicate in self._source_predicates().items():
             try:
                 if predicate(event):
                     found.append(name)
@@ -188,7 +284,7 @@ class PropertyRegistry:
 
     def compute(self, event, namespace: str | None, name: str):
         """Compute property ``namespace.name`` of ``event`` (dispatching on its source)."""
-        impls = self._impls[(namespace, name)]
+        impls = self._implementations(namespace, name)
         for source in self.sources_of(event):
             if source in impls:
                 return impls[source](event)
@@ -205,28 +301,23 @@ class PropertyRegistry:
             raise failures[0]  # none could read this event: say why
         return None
 
+    def unknown(self, namespace: str | None, name: str) -> AttributeError:
+        """:returns: the error for an unknown ``namespace.name`` (listing the known names)."""
+        where = f"namespace {namespace!r}" if namespace else "event"
+        known = ", ".join(self.names(namespace)) or "none"
+        return AttributeError(f"{where} has no property {name!r} (known: {known})")
+
     def resolve(self, event, name: str, namespace: str | None = None):
         """``evt.<namespace>.<name>``: a property's value or a deeper namespace.
 
         :raises AttributeError: unknown name; the message lists the known ones.
         """
-        if (namespace, name) in self._impls:
+        if self.index.has(namespace, name):
             return event._cached((namespace, name), lambda: self.compute(event, namespace, name))
         dotted = f"{namespace}.{name}" if namespace else name
-        if dotted in self._namespaces:
+        if self.index.is_namespace(dotted):
             return _Namespace(self, event, dotted)
-        where = f"namespace {namespace!r}" if namespace else "event"
-        known = ", ".join(self.names(namespace)) or "none"
-        raise AttributeError(f"{where} has no property {name!r} (known: {known})")
-
-    def property_prefix(self, path: str) -> tuple | None:
-        """:returns: ``(namespace, name)`` of the property a dotted path starts with, else None."""
-        parts = path.split(".")
-        for cut in range(len(parts), 0, -1):
-            key = (".".join(parts[:cut - 1]) or None, parts[cut - 1])
-            if key in self._impls:
-                return key
-        return None
+        raise self.unknown(namespace, name)
 
     def value_at(self, event, path: str):
         """:returns: ``(True, value)`` for a property path like ``tincan.verb.id``, else ``(False, None)``.
@@ -234,30 +325,14 @@ class PropertyRegistry:
         The longest prefix naming a property is computed; the rest is looked up
         inside its value (dicts).
         """
-        parts = path.split(".")
-        for cut in range(len(parts), 0, -1):
-            namespace = ".".join(parts[:cut - 1]) or None
-            if (namespace, parts[cut - 1]) in self._impls:
-                value = self.resolve(event, parts[cut - 1], namespace)
-                for part in parts[cut:]:
-                    value = value.get(part) if isinstance(value, dict) else None
-                return True, value
-        return False, None
-
-    def describe(self) -> list[dict]:
-        """:returns: the ``/event_properties`` list: namespace, name, sources, doc."""
-        out = []
-        for (namespace, name), impls in sorted(self._impls.items(), key=lambda i: (i[0][0] or "", i[0][1])):
-            docs = [(f.__doc__ or "").strip() for f in impls.values() if f.__doc__]
-            out.append({"namespace": namespace, "name": name,
-                        "sources": sorted(s for s in impls if s is not None) + (["*"] if None in impls else []),
-                        "doc": docs[0].split("\n\n")[0] if docs else "",
-                        "modules": sorted({self._origins[(namespace, name, s)] for s in impls})})
-        return out
-
-    def is_empty(self) -> bool:
-        """Whether no property is known."""
-        return not self._impls
+        key = self.index.property_prefix(path)
+        if key is None:
+            return False, None
+        value = self.resolve(event, key[1], key[0])
+        depth = len(key[0].split(".")) + 1 if key[0] else 1
+        for part in path.split(".")[depth:]:
+            value = value.get(part) if isinstance(value, dict) else None
+        return True, value
 
 
 def _manager(plugins) -> pluggy.PluginManager:
@@ -328,11 +403,29 @@ def properties_file(folder) -> Path | None:
     return path if path.is_file() else None
 
 
-def _entry_point_modules():
+def entry_point_names() -> list[str]:
+    """:returns: the names registered under ``insights.properties`` (nothing is imported)."""
+    from importlib.metadata import entry_points
+    return sorted(entry.name for entry in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def entry_point_plugin(name: str) -> _ModulePlugin:
+    """Import the package registered as ``name`` under ``insights.properties``, as a plugin.
+
+    :raises ModuleLoadError: it is not installed or fails to load.
+    """
+    for found, module in _entry_point_modules(name):
+        return _ModulePlugin(module, found)
+    raise ModuleLoadError(f"no entry point {name!r} in {ENTRY_POINT_GROUP}")
+
+
+def _entry_point_modules(only: str | None = None):
     """:returns: ``[(name, module)]`` of packages registered under ``insights.properties``."""
     from importlib.metadata import entry_points
     found = []
     for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if only is not None and entry.name != only:
+            continue
         try:
             found.append((entry.name, entry.load()))
         except Exception as err:

@@ -33,7 +33,8 @@ from .events import Event
 from .filestore import BaseFileStore, open_file_store
 from .injection import bind
 from .loader import load_module
-from .properties import build_registry
+from .filters import compile_filter, filter_paths
+from .layers import LayeredRegistry
 from .transport import new_context
 from .upcalls import EndpointProxy, Upcaller
 
@@ -56,6 +57,13 @@ class ModuleRuntime:
     def __init__(self, loaded, spec: dict, upcaller: Upcaller, properties=None, wait=time.sleep):
         self.loaded = loaded
         self.properties = properties
+        #: ``{handler: predicate}`` of handlers whose filter names event properties: hostd
+        #: decided the raw clauses, these are checked here before the handler is called
+        self.property_filters = {}
+        for endpoint in loaded.endpoints.values() if properties is not None else ():
+            whole = endpoint.spec.options.get("filter") if endpoint.spec.kind == "handler" else None
+            if whole and any(properties.property_prefix(p) for p in filter_paths(whole)):
+                self.property_filters[endpoint.name] = compile_filter(whole, loaded.name, properties)
         self._spec = spec
         self._upcaller = upcaller
         self._db = None
@@ -162,12 +170,26 @@ class ModuleRuntime:
         params = message.get("params") or {}
         if not isinstance(params, dict):
             raise BadParameter("params", "must be a map of parameter names to values")
-        events = None
-        if kind == "handler":
-            events = [Event(item.get("event", {}), item.get("meta"), self.properties)
-                      for item in message.get("events", [])
-                      if isinstance(item, dict)]
-        return self.prepare(endpoint, params, events)
+        if kind != "handler":
+            return self.prepare(endpoint, params)
+        items = [item for item in message.get("events", []) if isinstance(item, dict)]
+        skipped = []
+        check = self.property_filters.get(endpoint.name)
+        if check is not None:
+            kept = []
+            for item in items:
+                meta = item.get("meta") or {}
+                doc = {"event": item.get("event", {}), "source": meta.get("source"), "seq": meta.get("seq")}
+                (kept if check(doc) else skipped).append(item)
+            items = kept
+            skipped = [(item.get("meta") or {}).get("seq") for item in skipped]
+        events = [Event(item.get("event", {}), item.get("meta"), self.properties) for item in items]
+        run = self.prepare(endpoint, params, events) if events else (lambda: None)
+
+        def run_and_tell():
+            run()
+            return {"skipped": skipped} if skipped else None
+        return run_and_tell
 
 
 class _Server:
@@ -273,9 +295,13 @@ class _Server:
     def load(self) -> bool:
         """Load the module; report ``ready`` or ``load_failed``."""
         try:
-            self.properties = build_registry(self.spec.get("properties_files") or {})
+            layers = self.spec.get("layers") or {}
+            self.properties = LayeredRegistry(layers.get("layers", ()), layers.get("failed"))
             rendering.use(rendering.Templates(self.spec["module_dir"]))
             loaded = load_module(self.spec["module_dir"], self.spec["module"])
+            # the layers its filters name are imported now: one that fails is this module's load failure
+            self.properties.preload(p for e in loaded.endpoints.values() if e.spec.kind == "handler"
+                                    for p in filter_paths(e.spec.options.get("filter")))
         except BaseException as err:  # noqa: B036 - SystemExit at import is a load failure too
             text = "".join(traceback.format_exception(err))
             log.error("module %s failed to load\n%s", self.spec["module"], text)

@@ -127,7 +127,7 @@ def wait_announced(process: subprocess.Popen, log_path: Path, timeout_s: float =
 
 
 def start_daemon(tmp, modules_dir: Path, running: set, failed: set, server: str = "", more: str = "",
-                 token: str | None = None) -> Daemon:
+                 token: str | None = None, limits: str = "") -> Daemon:
     """Start ``hostd serve --modules modules_dir`` and wait until every module settled.
 
     Its data dir is a short temporary folder (unix socket paths are short), removed
@@ -135,12 +135,13 @@ def start_daemon(tmp, modules_dir: Path, running: set, failed: set, server: str 
 
     :param server: more lines of the config's ``[server]`` section.
     :param more: more sections of the config (``[auth]``, ``[[auth.tokens]]``...).
+    :param limits: more lines of the config's ``[limits]`` section.
     :param token: a bearer token sent with every request of the daemon object (it needs
         the ``admin`` scope when tokens are required: the readiness checks read ``/modules``).
     """
     data_dir = Path(tempfile.mkdtemp(prefix="insights-e2e-"))
     config = tmp / "hostd.toml"
-    config.write_text(f"[server]\nworkers = 2\n{server}\n[limits]\ncall_timeout_s = 10\n\n"
+    config.write_text(f"[server]\nworkers = 2\n{server}\n[limits]\ncall_timeout_s = 10\n{limits}\n"
                       f"[supervisor]\nbackoff_initial_s = 0.2\n\n{more}", encoding="utf-8")
     process, base, log_path = launch(tmp, data_dir, config, modules_dir)
     daemon = Daemon(process, base, log_path, data_dir, token)
