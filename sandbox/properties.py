@@ -31,7 +31,7 @@ from . import hookspecs
 from .errors import ModuleLoadError
 
 __all__ = ["event_property", "event_source", "PropertySpec", "PropertyRegistry", "module_plugin",
-           "build_registry", "load_registry", "properties_file", "entry_point_plugin", "entry_point_names",
+           "build_registry", "properties_file", "entry_point_plugin", "entry_point_names",
            "PropertyIndex", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "insights.properties"
@@ -370,31 +370,6 @@ def build_registry(properties_files: dict | None = None, entry_points: bool = Tr
     plugins += [(f"module {origin}", module_plugin(path, origin))
                 for origin, path in sorted((properties_files or {}).items())]
     return _registry(plugins)
-
-
-def load_registry(properties_files: dict, entry_points: bool = True, first=()) -> tuple[PropertyRegistry, dict]:
-    """Build a registry, leaving out each module whose properties fail to load or collide.
-
-    Claims are first come, first served: installed packages, then the modules in
-    ``first`` (those already serving, on a reload), then the others by name. A
-    module that claims what an earlier one holds is left out, the error naming both.
-
-    :param properties_files: ``{module name: path of its properties.py}``.
-    :param first: module names whose claims come before the others'.
-    :returns: ``(registry, {module name: error})``; modules in the second are left out.
-    """
-    accepted, errors = _package_plugins(entry_points), {}
-    _registry(accepted)  # packages colliding among themselves: a configuration error, raised
-    order = [n for n in first if n in properties_files] + sorted(n for n in properties_files if n not in first)
-    for origin in order:
-        try:
-            candidate = (f"module {origin}", module_plugin(properties_files[origin], origin))
-            _registry(accepted + [candidate])
-        except ModuleLoadError as err:
-            errors[origin] = str(err)
-            continue
-        accepted.append(candidate)
-    return _registry(accepted), errors
 
 
 def properties_file(folder) -> Path | None:

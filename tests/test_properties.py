@@ -10,13 +10,16 @@ import importlib.metadata
 import textwrap
 import types
 
+import mongoquery
 import pytest
 
-from hostd.handlers import compile_filter
+from sandbox.filters import compile_filter, raw_part
 from sandbox.errors import ModuleLoadError
 from sandbox.events import Event
-from sandbox.properties import (ENTRY_POINT_GROUP, build_registry, event_property, event_source,
-                                load_registry, properties_file)
+from hostd.catalog import PropertyCatalog
+from sandbox.layers import LayeredRegistry, describe_plugin
+from sandbox.properties import (ENTRY_POINT_GROUP, build_registry, event_property, event_source, module_plugin,
+                                properties_file)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -307,7 +310,19 @@ def test_two_modules_declaring_the_same_source_is_an_error_naming_both(tmp_path)
     assert "layer" in str(err.value) and "copycat" in str(err.value) and "'edx'" in str(err.value)
 
 
-def test_load_registry_leaves_the_colliding_module_out_and_reports_it(tmp_path):
+def describe_files(files: dict) -> tuple[dict, dict]:
+    """What the confined probes answer, computed in-process: ``({origin: layer}, {origin: error})``."""
+    described, errors = {}, {}
+    for name, path in files.items():
+        try:
+            described[f"module {name}"] = {"origin": f"module {name}", "file": str(path),
+                                           **describe_plugin(module_plugin(path, name))}
+        except ModuleLoadError as err:
+            errors[f"module {name}"] = str(err)
+    return described, errors
+
+
+def test_the_catalog_leaves_the_colliding_layer_out_and_sandboxes_import_layers_on_first_use(tmp_path):
     files = {"layer": write_properties(tmp_path, "layer", TWO_SOURCES),
              "rival": write_properties(tmp_path, "rival", CLASH),
              "broken": write_properties(tmp_path, "broken", "raise RuntimeError('no luck')\n"),
@@ -318,16 +333,21 @@ def test_load_registry_leaves_the_colliding_module_out_and_reports_it(tmp_path):
                  def size(event):
                      return len(event)
              ''')}
-    registry, errors = load_registry(files, entry_points=False)
-    # Which of two colliding modules is left out follows the order of their names
+    described, errors = describe_files(files)
+    assert set(errors) == {"module broken"} and "no luck" in errors["module broken"]
+    catalog = PropertyCatalog.accept(described, sorted(described))
+    # Which of two colliding layers is left out follows the claiming order
     # ("layer" < "rival"); what matters is that exactly one is, and both are named.
-    assert set(errors) == {"rival", "broken"}
-    assert "layer" in errors["rival"] and "rival" in errors["rival"]
-    assert "broken" in errors["broken"] and "no luck" in errors["broken"]
-    assert {p["modules"][0] for p in registry.describe()} == {"module layer", "module extra"}
+    assert set(catalog.failed) == {"module rival"}
+    assert "layer" in catalog.failed["module rival"] and "rival" in catalog.failed["module rival"]
+    assert {p["modules"][0] for p in catalog.describe()} == {"module layer", "module extra"}
+    assert catalog.is_property_path("tincan.verb.id") and not catalog.is_property_path("event_type")
+    registry = LayeredRegistry(**catalog.for_sandboxes())
     evt = Event(edx(), properties=registry)
-    assert evt.tincan.verb == {"id": "http://x/play_video"}
     assert evt.size == 3
+    assert registry.imported == ["module extra"]  # only what was used
+    assert evt.tincan.verb == {"id": "http://x/play_video"}
+    assert registry.imported == ["module extra", "module layer"]
 
 
 def test_a_properties_file_that_raises_at_import_names_the_module(tmp_path):
@@ -551,3 +571,30 @@ def test_a_filter_without_properties_loaded_matches_raw_fields(layer):
     plain = compile_filter({"tincan.verb.id": "http://x/played"}, "c", None)
     assert plain(_doc({"tincan": {"verb": {"id": "http://x/played"}}}))
     assert not plain(_doc(edx(event_type="played")))
+
+
+def test_hostd_keeps_only_the_raw_clauses_of_a_filter_and_never_loses_a_match():
+    is_property = {"tincan.verb.id", "tincan.actor"}.__contains__
+    assert raw_part({"tincan.verb.id": "v", "event_type": "play"}, is_property) == {"event_type": "play"}
+    assert raw_part({"tincan.verb.id": "v"}, is_property) == {}
+    assert raw_part({"$and": [{"tincan.actor": 1}, {"a": 1}]}, is_property) == {"$and": [{"a": 1}]}
+    assert raw_part({"$or": [{"a": 1}, {"b": 2}]}, is_property) == {"$or": [{"a": 1}, {"b": 2}]}
+    assert raw_part({"$or": [{"a": 1}, {"tincan.actor": 2}]}, is_property) == {}  # one branch undecidable
+    assert raw_part({"$nor": [{"tincan.actor": 2}], "a": 1}, is_property) == {"a": 1}
+    assert raw_part(None, is_property) is None
+    # every event the whole filter matches passes the raw part (checked on a small grid)
+    whole = {"$or": [{"a": 1, "tincan.verb.id": "v"}, {"b": 2}], "c": {"$ne": 3}}
+    raw = raw_part(whole, is_property)
+    for a in (0, 1):
+        for b in (0, 2):
+            for c in (0, 3):
+                for verb in ("v", "w"):
+                    doc = {"a": a, "b": b, "c": c, "tincan": {"verb": {"id": verb}}}
+                    if mongoquery.Query(whole).match(doc):
+                        assert mongoquery.Query(raw).match(doc), (doc, raw)
+
+
+def test_a_filter_naming_source_only_in_property_clauses_still_receives_own_events():
+    own = {"event": {"k": 1}, "source": "module:m"}
+    assert compile_filter({}, "m", names_source=True)(own)
+    assert not compile_filter({}, "m")(own)
