@@ -60,9 +60,10 @@ def two_modules(tmp_path):
 
 
 def test_a_spinning_import_is_killed_at_once_while_a_crashing_module_keeps_its_backoff(two_modules):
+    from hostd.catalog import LayerDescriber
     from hostd.discovery import discover
     module_set, supervisors, modules, term, importing = two_modules
-    module_set.apply(discover([modules]))
+    module_set.apply(discover([modules], LayerDescriber(probe=None)))  # no properties.py: nothing to probe
     spinner, crasher = supervisors["spinner"], supervisors["crasher"]
     spinner_process = spinner.sandbox.process
 
