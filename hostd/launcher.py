@@ -178,21 +178,23 @@ class Launcher:
         store_url, isolation, uid = self._store_url, {}, None
         if self._isolation is not None:
             store_url, isolation = self._isolation.prepare(module, folder, self.properties_files)
-            uid = isolation["uid"]
+            uid = isolation.get("uid")
         if self._bind_upcall is not None:
             self._bind_upcall(module, self.upcall_endpoint(module), uid)
         forked = self._forkserver is not None and self._forkserver.alive
+        parent_pid = self._forkserver.process.pid if forked else os.getpid()
         return {
             "module": module, "module_dir": str(folder), "key": key.hex(),
             "call_endpoint": self.call_endpoint(module), "upcall_endpoint": self.upcall_endpoint(module),
             "store_url": store_url, "db_name": f"mod_{module}",
             "fs_root": str(self._paths.module_data(module) / "fs"), "fs_key": fs_key.hex(),
             "fs_backend": self._settings["storage.fs"], "fs_mb": limits["fs_mb"],
-            "parent_pid": self._forkserver.process.pid if forked else os.getpid(),
+            "parent_pid": parent_pid,
             "log_level": self._settings["logging.level"],
             "call_timeout_s": limits["call_timeout_s"],
             "properties_files": self.properties_files,
-            "confinement": {**self._confinement_plan(module, limits, cgroup), **isolation},
+            "confinement": {**self._confinement_plan(module, limits, cgroup), **isolation,
+                            "parent_pid": parent_pid},
         }
 
     def _confinement_plan(self, module: str, limits: dict, cgroup) -> dict:
