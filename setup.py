@@ -31,6 +31,9 @@ setup(
         "tqdm>=4.66,<5",
         "watchfiles>=0.21,<2",
         "prometheus-client>=0.20,<1",
+        # sandbox confinement: young, thin bindings (Landlock syscalls; ctypes over libseccomp2)
+        "landlockpy==0.2.*",
+        "pyseccomp==0.1.*",
     ],
     extras_require={
         "test": [

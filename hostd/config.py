@@ -110,8 +110,11 @@ SETTINGS = (
     Setting("supervisor.stable_after_s", 10.0, float,
             "A sandbox up this long is healthy again: its backoff is reset."),
     Setting("sandbox.isolation", "auto", str,
-            "auto: when hostd runs as root, each sandbox gets its own uid, no network (the store"
-            " through a relay limited to its database) and a private view of the filesystem; off: never."),
+            "auto: each sandbox gets no network (the store through a relay limited to its database),"
+            " a private view of the filesystem, Landlock and seccomp; as root also a uid of its own"
+            " (root mode), else a user namespace of its own (user mode); user: user mode even as root;"
+            " off: rlimits (and cgroups as root) only.",
+            choices=("auto", "user", "off")),
     Setting("sandbox.prewarm", True, bool,
             "Fork sandboxes from a pre-warmed parent that imported numpy, pymongo and zmq once"
             " (fast start, shared memory); false: a fresh interpreter per sandbox."),

@@ -191,7 +191,8 @@ class Launcher:
         isolation = {}
         if self._isolation is not None:
             isolation = self._isolation.prepare(identity, folder or data, [layer["file"]] if layer.get("file") else [])[1]
-        plan = {**self._confinement_plan(identity, limits, None), **isolation, "cpu": None}
+        plan = {**self._confinement_plan(identity, limits, None), **isolation, "cpu": None,
+                "parent_pid": os.getpid()}
         with open(spec_path, "w", encoding="utf-8") as handle:
             json.dump({"module": identity, "layer": layer, "confinement": plan}, handle)
         env = sandbox_environment()
@@ -237,21 +238,23 @@ class Launcher:
         store_url, isolation, uid = self._store_url, {}, None
         if self._isolation is not None:
             store_url, isolation = self._isolation.prepare(module, folder, self.layer_files())
-            uid = isolation["uid"]
+            uid = isolation.get("uid")
         if self._bind_upcall is not None:
             self._bind_upcall(module, self.upcall_endpoint(module), uid)
         forked = self._forkserver is not None and self._forkserver.alive
+        parent_pid = self._forkserver.process.pid if forked else os.getpid()
         return {
             "module": module, "module_dir": str(folder), "key": key.hex(),
             "call_endpoint": self.call_endpoint(module), "upcall_endpoint": self.upcall_endpoint(module),
             "store_url": store_url, "db_name": f"mod_{module}",
             "fs_root": str(self._paths.module_data(module) / "fs"), "fs_key": fs_key.hex(),
             "fs_backend": self._settings["storage.fs"], "fs_mb": limits["fs_mb"],
-            "parent_pid": self._forkserver.process.pid if forked else os.getpid(),
+            "parent_pid": parent_pid,
             "log_level": self._settings["logging.level"],
             "call_timeout_s": limits["call_timeout_s"],
             "layers": self.layers,
-            "confinement": {**self._confinement_plan(module, limits, cgroup), **isolation},
+            "confinement": {**self._confinement_plan(module, limits, cgroup), **isolation,
+                            "parent_pid": parent_pid},
         }
 
     def _confinement_plan(self, module: str, limits: dict, cgroup) -> dict:

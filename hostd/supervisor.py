@@ -272,6 +272,11 @@ class ModuleSupervisor:
                 return
             self.endpoints, self.manifest = report.endpoints, report.manifest
             self.confinement = dict(report.confinement or {})
+            missing = {layer: text for layer, text in self.confinement.items()
+                       if isinstance(text, str) and text.startswith("unavailable")}
+            if missing:
+                log.warning("module %s runs without %s", self.name,
+                            "; ".join(f"{layer} ({text})" for layer, text in missing.items()))
             cpu = report.cpu
             self.cpu = cpu if isinstance(cpu, int) and not isinstance(cpu, bool) else None
             self.ready_at = time.time()

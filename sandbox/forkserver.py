@@ -26,6 +26,8 @@ __all__ = ["serve", "PRELOAD"]
 #: imported before any fork, so children share them
 PRELOAD = ("numpy", "pymongo", "bson", "zmq", "msgpack", "sandbox.runtime", "sandbox.loader",
            "sandbox.properties", "mongoquery")
+#: the confinement layers' bindings (each child applies them; pyseccomp also needs libseccomp)
+PRELOAD_IF_PRESENT = ("landlockpy", "pyseccomp")
 
 
 def _status(raw: int) -> int:
@@ -67,6 +69,11 @@ def serve(path: str) -> None:
     parent = os.getppid()
     for name in PRELOAD:
         __import__(name)
+    for name in PRELOAD_IF_PRESENT:  # sandbox.confine reports them missing; the fork server still serves
+        try:
+            __import__(name)
+        except (ImportError, OSError, RuntimeError):
+            pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     os.chmod(path, 0o600)
