@@ -1,0 +1,8 @@
+"""Federation tests, node C: the peer that is killed."""
+from sandbox import query
+
+
+@query()
+def gamma_hello():
+    """A name only node C has."""
+    return "hello from gamma"
