@@ -153,6 +153,16 @@ class Federation:
             self._pool = ThreadPoolExecutor(len(self.peers), thread_name_prefix="insights-peers")
             self._states = [_PeerState(peer) for peer in self.peers]
 
+    def close(self) -> None:
+        """Close this process's connections to the peers and stop its refresh threads."""
+        with self._lock:
+            session, pool = self._session, self._pool
+            self._pid = self._session = self._pool = None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if session is not None:
+            session.close()
+
     # -- what the peers serve ------------------------------------------------------
     def _current(self) -> list[tuple[Peer, list | None, str | None]]:
         """:returns: ``(peer, entries, error)`` of every peer, in configuration order.
@@ -186,9 +196,7 @@ class Federation:
         else:
             error = None
         with self._lock:
-            if error is not None and state.error is None:
-                log.warning("peer %s is unavailable: %s", peer.url, error)
-            state.error = error
+            self._set_error(state, error)
             if entries is not None:
                 state.entries = entries
             state.fetched_at = time.monotonic()
@@ -232,8 +240,8 @@ class Federation:
         """Two peers serve one name from modules of different names: say so, once."""
         if first[1] != second[1] and (key, first, second) not in self._warned:
             self._warned.add((key, first, second))
-            log.warning("%s %r is served by module %s at %s and by module %s at %s: %s answers it",
-                        key[0], key[1], first[1], first[0], second[1], second[0], first[0])
+            log.warning("%s %r is served by module %s at %s and by module %s at %s: of the two, this node"
+                        " asks %s", key[0], key[1], first[1], first[0], second[1], second[0], first[0])
 
     def find(self, kind: str, name: str) -> dict | None:
         """:returns: the ``/schema`` entry (with ``node``) of the peer that answers ``kind``
@@ -330,7 +338,16 @@ class Federation:
         with self._lock:
             for state in self._states:
                 if state.peer is peer and state.fetched_at != _NEVER:
-                    state.error = error
+                    self._set_error(state, error)
+
+    @staticmethod
+    def _set_error(state: _PeerState, error: str | None) -> None:
+        """Record whether a peer answered, logging when that changes. Called with the lock held."""
+        if error is not None and state.error is None:
+            log.warning("peer %s is unavailable: %s", state.peer.url, error)
+        elif error is None and state.error is not None:
+            log.info("peer %s answers again", state.peer.url)
+        state.error = error
 
 
 def _error_of(response) -> dict | None:

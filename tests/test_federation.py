@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 from pathlib import Path
 
 import psutil
@@ -86,6 +87,19 @@ def test_every_key_of_a_peer_table_is_documented_in_conf():
     for key, meaning in PEER_FIELDS:
         assert f"\n{key} = " in example, f"peers key {key!r} is not in {CONF}'s example"
         assert meaning.strip()
+
+
+def test_a_peer_that_never_answers_is_unavailable_after_its_timeout():
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        federation = Federation([Peer(url, timeout_s=0.5)], 1.0)
+        try:
+            assert federation.unreachable() == [url]
+            assert federation.entries() == [] and federation.find("query", "anything") is None
+        finally:
+            federation.close()
 
 
 # -- three nodes -------------------------------------------------------------------------
@@ -171,7 +185,7 @@ def test_the_schema_is_the_union_each_entry_marked_by_node(nodes):
         ("course_of", "local")}
     assert {(e["name"], e["node"]) for e in c.get("/schema").json()} == {
         ("gamma_hello", "local"), ("beta_double", b.base), ("beta_twice", b.base), ("beta_page", b.base),
-        ("shared_name", b.base), ("course_of", b.base)}
+        ("shared_name", "local"), ("course_of", b.base)}
     page = a.get("/schema", params={"f": "html"}).text
     assert b.base in page and c.base in page
     paths = a.get("/openapi.json").json()["paths"]
@@ -208,10 +222,13 @@ def test_the_peers_token_is_sent_and_never_the_callers(nodes):
     assert answer.json() == "from-c"
     # a token the peer does not take: the peer is unreachable for this node, its names unknown
     refused = Federation([Peer(b.base, token="not-a-token-of-b-0000", timeout_s=5.0)], 10.0)
-    assert refused.unreachable() == [b.base]
-    with pytest.raises(EndpointNotFound):
-        refused.call("query", "beta_double", {"x": 1})
-    assert refused.entries() == []
+    try:
+        assert refused.unreachable() == [b.base]
+        with pytest.raises(EndpointNotFound):
+            refused.call("query", "beta_double", {"x": 1})
+        assert refused.entries() == []
+    finally:
+        refused.close()
 
 
 def test_the_callers_policy_here_applies_to_forwarded_names(nodes):
@@ -248,10 +265,21 @@ def kill_node(daemon) -> None:
     shutil.rmtree(daemon.data_dir, ignore_errors=True)
 
 
-def test_a_dead_peer_answers_503_for_its_names_only(nodes):  # last: it kills node C
+def test_a_dead_peer_answers_503_for_its_names_only(nodes, caplog):  # last: it kills node C
     a, b, c = nodes["a"], nodes["b"], nodes["c"]
     assert a.get("/query/gamma_hello").json() == "hello from gamma"
-    kill_node(c)
+    # a name two peers serve: the first (in order) that is up answers it
+    both = Federation([Peer(c.base), Peer(b.base, PEER_TOKEN)], 10.0)
+    try:
+        with caplog.at_level("WARNING", logger="insights.federation"):
+            assert both.find("query", "shared_name")["node"] == c.base
+        assert both.call("query", "shared_name", {}) == "c"
+        assert f"served by module gamma at {c.base} and by module beta at {b.base}" in caplog.text
+        kill_node(c)
+        assert both.call("query", "shared_name", {}) == "b"
+        assert [e["node"] for e in both.entries() if e["name"] == "shared_name"] == [b.base]
+    finally:
+        both.close()
     gone = a.get("/query/gamma_hello")
     assert gone.status_code == 503, gone.text
     assert gone.json()["error"]["code"] == "peer_unavailable"
@@ -270,5 +298,8 @@ def test_a_dead_peer_answers_503_for_its_names_only(nodes):  # last: it kills no
     assert c.base in wait_until(marked, 30, what="gamma_hello marked unavailable in /schema")
     entries = {e["name"]: e for e in a.get("/schema").json()}
     assert "unavailable" not in entries["beta_double"] and entries["alpha_local"]["node"] == "local"
-    page = a.get("/")
-    assert page.status_code == 200 and 'state-unreachable">unreachable' in page.text
+    def dashboard_marks_it():  # each web worker learns it on its own
+        page = a.get("/")
+        assert page.status_code == 200
+        return 'state-unreachable">unreachable' in page.text.split(f'id="module-gamma@{c.base}"', 1)[-1]
+    wait_until(dashboard_marks_it, 30, what="gamma shown unreachable on the dashboard")
