@@ -168,7 +168,7 @@ class Federation:
         """:returns: ``(peer, entries, error)`` of every peer, in configuration order.
 
         Starts a refresh of each peer's schema that is older than its cache time, and
-        waits only for peers never read yet (at most their ``timeout_s``).
+        waits only for peers never read yet (at most twice their ``timeout_s``).
         """
         first = []
         with self._lock:
@@ -179,8 +179,8 @@ class Federation:
                     state.refreshing = self._pool.submit(self._refresh, state)
                 if state.fetched_at == _NEVER:
                     first.append(state.refreshing)
-        if first:
-            wait_for(first, timeout=max(s.timeout_s for s in self.peers) + 1.0)
+        if first:  # a schema read may wait for the connection, then as long again for the answer
+            wait_for(first, timeout=2 * max(s.timeout_s for s in self.peers) + 1.0)
         with self._lock:
             return [(s.peer, s.entries, s.error) for s in self._states]
 
