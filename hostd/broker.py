@@ -9,7 +9,9 @@ Upcalls (from sandboxes, verified with the module's own key):
   supervisor as signals (``report(module, signal)``).
 * ``call_request`` (``query.other(...)`` in a sandbox) is forwarded to the
   sandbox serving that name and its reply routed back; cross-module calls
-  always pass here, never through an import.
+  always pass here, never through an import. A name no module of this node
+  has goes to the peers (``remote``, see :mod:`hostd.federation`), over HTTP
+  on a pool of threads of its own.
 * ``emit_request`` is forwarded to the ingest thread as an append from
   ``module:<name>``.
 
@@ -36,7 +38,7 @@ import pymongo.errors
 import zmq
 
 from sandbox import protocol
-from sandbox.errors import BadParameter, InsightsError, StoreUnavailable
+from sandbox.errors import BadParameter, EndpointNotFound, InsightsError, StoreUnavailable
 
 from .eventbody import check_event
 from .supervisor import LoadFailed, Raised, Ready
@@ -46,6 +48,7 @@ __all__ = ["Broker", "ControlVerb"]
 
 log = logging.getLogger("insights.broker")
 _CONTROL_THREADS = 2
+_REMOTE_THREADS = 4  # calls to peers in flight at once; more wait their turn
 
 
 class ControlVerb(NamedTuple):
@@ -80,10 +83,12 @@ class Broker(threading.Thread):
     :param resolve: ``resolve(kind, name) -> (record, endpoint)``, raising
         :class:`~sandbox.errors.InsightsError` for names that cannot be called.
     :param control: ``{verb: ControlVerb}`` served on the control socket.
+    :param remote: ``remote(kind, name, params, timeout_s) -> result`` calling a name no module
+        here has on another node, raising :class:`~sandbox.errors.InsightsError` (``None``: no peers).
     """
 
     def __init__(self, context: zmq.Context, paths, control_key: bytes, signer_of, report, resolve,
-                 control: dict):
+                 control: dict, remote=None):
         super().__init__(name="insights-broker", daemon=True)
         self._context = context
         self._paths = paths
@@ -97,6 +102,10 @@ class Broker(threading.Thread):
         self._waker = Waker(context, "broker")
         self._pool = ThreadPoolExecutor(_CONTROL_THREADS, thread_name_prefix="insights-control")
         self._finished: queue.SimpleQueue = queue.SimpleQueue()   # (identity, reply) from the pool
+        self._remote = remote
+        self._remote_pool = None if remote is None else ThreadPoolExecutor(_REMOTE_THREADS,
+                                                                           thread_name_prefix="insights-remote")
+        self._remote_answers: queue.SimpleQueue = queue.SimpleQueue()  # (identity, signer, reply)
         self._binds: queue.SimpleQueue = queue.SimpleQueue()      # (endpoint, uid, threading.Event)
         self._bound_endpoints: set = set()
         self._pending: dict = {}   # (id(socket), forwarded id) -> _Pending
@@ -160,6 +169,8 @@ class Broker(threading.Thread):
                 self._expire()
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._remote_pool is not None:
+                self._remote_pool.shutdown(wait=False, cancel_futures=True)
             for _, sock, _ in self._targets.values():
                 sock.close(0)
             for sock in (self._upcalls, self._control, self._ingest):
@@ -241,6 +252,12 @@ class Broker(threading.Thread):
     def _forward_call(self, module, identity, message, signer) -> None:
         try:
             record, endpoint = self._resolve(message.get("kind"), message.get("name"))
+        except EndpointNotFound as err:
+            if self._remote is None:
+                self._answer(identity, signer, protocol.reply_error(message, **err.to_reply_fields()))
+            else:
+                self._remote_pool.submit(self._call_remote, identity, message, signer, err)
+            return
         except InsightsError as err:
             self._answer(identity, signer, protocol.reply_error(message, **err.to_reply_fields()))
             return
@@ -252,6 +269,24 @@ class Broker(threading.Thread):
         forwarded["deadline"] = deadline
         self._pending[(id(sock), forwarded["id"])] = _Pending(identity, message, signer, deadline)
         sock.send_multipart(target_signer.pack(forwarded))
+
+    def _call_remote(self, identity, message, signer, not_here: EndpointNotFound) -> None:
+        """On the remote pool: call a name on the peers; the loop sends the reply."""
+        timeout_s = (message.get("deadline") or time.time() + 30.0) - time.time()
+        try:
+            if timeout_s <= 0:
+                raise not_here  # the caller gave up already; it will not read the answer
+            result = self._remote(message.get("kind"), message.get("name"), message.get("params") or {}, timeout_s)
+            reply = protocol.reply_ok(message, result)
+        except EndpointNotFound:
+            reply = protocol.reply_error(message, **not_here.to_reply_fields())
+        except InsightsError as err:
+            reply = protocol.reply_error(message, **err.to_reply_fields())
+        except Exception as err:
+            log.exception("broker: calling %s %r on a peer failed", message.get("kind"), message.get("name"))
+            reply = protocol.reply_error(message, "internal", f"calling a peer failed: {type(err).__name__}")
+        self._remote_answers.put((identity, signer, reply))
+        self._waker.wake()
 
     def _forward_emit(self, module, identity, message, signer) -> None:
         events = message.get("events")
@@ -333,9 +368,16 @@ class Broker(threading.Thread):
             self._waker.wake()
 
     def _send_finished(self) -> None:
+        """Send what the pools finished: control replies, then replies of calls to peers."""
         while True:
             try:
                 identity, reply = self._finished.get_nowait()
             except queue.Empty:
-                return
+                break
             self._control.send_multipart(identity + self._control_signer.pack(reply))
+        while True:
+            try:
+                identity, signer, reply = self._remote_answers.get_nowait()
+            except queue.Empty:
+                return
+            self._answer(identity, signer, reply)

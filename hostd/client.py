@@ -15,14 +15,13 @@ policy (:meth:`Insights.restrict`), or run a folder of modules off-line
 """
 from __future__ import annotations
 
-import json
 import threading
 from urllib.parse import quote
 
 import requests
 
 from sandbox.endpoints import (Crashed, Endpoints, Forbidden, NotFound, NotRunning, Timeout, Unavailable,
-                               caller_error)
+                               caller_error, query_string)
 from sandbox.errors import BadParameter, EndpointNotFound, InsightsError, ModuleRaised, ModuleTimeout
 
 from . import policy as rules
@@ -40,16 +39,6 @@ class NameCollision(InsightsError):
 # -- where calls go ---------------------------------------------------------------
 # Each backend gives the /schema entries it serves and performs calls. Copies made
 # by with_timeout share their original's connections and do not own them.
-
-def _query_string(params: dict) -> dict:
-    """Encode view parameters the way hostd converts them back (repeated keys for lists)."""
-    def text(value):
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return json.dumps(value) if isinstance(value, dict) else str(value)
-    return {name: [text(v) for v in value] if isinstance(value, (list, tuple)) else text(value)
-            for name, value in params.items() if value is not None}
-
 
 class _Http:
     """A server reached over HTTP."""
@@ -94,7 +83,7 @@ class _Http:
     def call(self, kind: str, name: str, params: dict):
         path = f"/{kind}/{quote(name, safe='')}"
         if kind == "view":
-            return self._request("GET", path, f"view {name!r}", params=_query_string(params)).text
+            return self._request("GET", path, f"view {name!r}", params=query_string(params)).text
         return self._request("POST", path, f"query {name!r}", json=params).json()
 
     def with_timeout(self, seconds) -> "_Http":

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .peers import peer_entries
 from .policy import token_entry
 
 __all__ = ["Setting", "SETTINGS", "Config", "ConfigError", "load_config", "LIMIT_KEYS"]
@@ -23,7 +24,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One setting: dotted ``key`` (``section.name``), default, type and help text."""
+    """One setting: dotted ``key`` (``section.name``; ``peers``, an array of tables, has no section),
+    default, type and help text."""
 
     key: str
     default: object
@@ -54,6 +56,17 @@ def _check_tokens(tokens, where: str) -> list:
             seen[entry[key]] = index
         entries.append(entry)
     return entries
+
+
+def _check_peers(tables, where: str) -> list:
+    """The ``[[peers]]`` tables, each checked (:func:`hostd.peers.peer_entries`).
+
+    :raises ConfigError: a malformed table, or two peers with the same URL.
+    """
+    try:
+        return peer_entries(tables, where)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 SETTINGS = (
@@ -133,6 +146,9 @@ SETTINGS = (
     Setting("auth.tokens", [], list,
             "The tokens: a [[auth.tokens]] table each (name, token_sha256 or token, scopes, default,"
             " allow, deny, fix; see hostd.policy.TOKEN_FIELDS).", check=_check_tokens),
+    Setting("peers", [], list,
+            "Other hostd nodes whose views and queries this node answers too: a [[peers]] table each"
+            " (url, token, timeout_s, schema_cache_s; see hostd.peers.PEER_FIELDS).", check=_check_peers),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -144,7 +160,7 @@ def _coerce(setting: Setting, value, origin: str):
     if setting.type is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if setting.type is list and isinstance(value, str):
-        return [value]
+        value = [value]  # one folder for modules.paths; checked like any list below
     if not isinstance(value, setting.type) or (setting.type is int and isinstance(value, bool)):
         raise ConfigError(f"{origin}: {setting.key} must be {setting.type.__name__}, got {value!r}")
     if setting.check is not None:
@@ -215,8 +231,6 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     sources.append(("command line", {k: v for k, v in (overrides or {}).items() if v is not None}))
     for origin, table in sources:
         for key, value in table.items():
-            if key.startswith("peers"):
-                continue  # a later phase (several nodes); accepted so configs can carry it
             if key not in _BY_KEY:
                 raise ConfigError(f"{origin}: unknown setting {key!r}")
             values[key] = _coerce(_BY_KEY[key], value, origin)

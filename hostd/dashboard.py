@@ -17,10 +17,11 @@ import jinja2
 from sandbox.errors import InsightsError
 
 from .auth import request_policy
+from .federation import LOCAL, request_peers
 from .policy import OPEN, Policy
 
 __all__ = ["make_templates", "DashboardResource", "SchemaResource", "EventPropertiesResource",
-           "AssetResource", "schema_entries", "summary", "error_summary", "form_fields"]
+           "AssetResource", "schema_entries", "peer_entries", "summary", "error_summary", "form_fields"]
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,36 @@ def make_templates() -> jinja2.Environment:
     return env
 
 
-def schema_entries(snapshot, policy: Policy = OPEN) -> list[dict]:
+def schema_entries(snapshot, policy: Policy = OPEN, peers=None) -> list[dict]:
     """:returns: the ``/schema`` list: one entry per view and query name (aliases included)
-        that ``policy`` shows, without the parameters it fixes."""
+        that ``policy`` shows, without the parameters it fixes. Each entry has ``node``:
+        ``"local"`` for this node's modules, a peer's URL for a name that peer answers (see
+        :mod:`hostd.federation`; with ``unavailable`` when the peer is down), and
+        ``aliases``: the other names of the same endpoint that ``policy`` shows.
+
+    :param peers: the :class:`~hostd.federation.Federation` whose names are added after
+        this node's own (``None``: this node's only).
+    """
     entries = []
     for endpoint in snapshot.endpoints(("view", "query")):
-        for name in [endpoint["name"], *endpoint.get("aliases", [])]:
-            if policy.shows(endpoint, name):
-                entries.append(policy.entry({"class": endpoint["class"], "name": name, "module": endpoint["module"],
-                                             "params": endpoint["params"], "category": endpoint["category"],
-                                             "doc": endpoint["doc"]}))
-    return entries
+        names = [endpoint["name"], *endpoint.get("aliases", [])]
+        shown = [name for name in names if policy.shows(endpoint, name)]
+        for name in shown:
+            entries.append(policy.entry({"class": endpoint["class"], "name": name, "module": endpoint["module"],
+                                         "params": endpoint["params"], "category": endpoint["category"],
+                                         "doc": endpoint["doc"], "node": LOCAL,
+                                         "aliases": [n for n in shown if n != name]}))
+    return entries + peer_entries(snapshot, peers, policy)
+
+
+def peer_entries(snapshot, peers, policy: Policy = OPEN) -> list[dict]:
+    """:returns: the ``/schema`` entries of the names peers answer for this node: those no
+        module of ``snapshot`` has (even one ``policy`` hides: it is answered here, not by a
+        peer), that ``policy`` shows, without the parameters it fixes; ``[]`` without ``peers``."""
+    if peers is None:
+        return []
+    return [policy.entry(entry) for entry in peers.entries()
+            if snapshot.find(entry["class"], entry["name"]) is None and policy.shows(entry)]
 
 
 def form_fields(params: list[dict]) -> list[dict]:
@@ -124,7 +144,7 @@ class SchemaResource:
         self._templates = templates
 
     def on_get(self, req, resp):
-        entries = schema_entries(self._web.table.snapshot(), request_policy(req))
+        entries = schema_entries(self._web.table.snapshot(), request_policy(req), request_peers(self._web, req))
         if req.get_param("f") == "html":
             resp.content_type = falcon.MEDIA_HTML
             resp.text = self._templates.get_template("schema.html").render(entries=entries)
@@ -150,7 +170,8 @@ class EventPropertiesResource:
 
 class DashboardResource:
     """``GET /``: modules with their state, last error, lag and dead letters, and their views,
-    each in its own frame with a parameter form.
+    each in its own frame with a parameter form; then the modules of peers (their views and
+    queries this node answers), marked with their node.
 
     ``?view_timeout_s=N`` makes every frame give up after ``N`` seconds (by default a
     frame waits for the module's ``call_timeout_s`` and a grace of :data:`FRAME_GRACE_S`).
@@ -179,6 +200,8 @@ class DashboardResource:
                 continue  # a token sees the modules it may use
             modules.append(self._module(name, {**record, "endpoints": endpoints}, status.get(name) or {},
                                         view_timeout_s))
+        modules.extend(self._peer_modules(peer_entries(snapshot, request_peers(self._web, req), policy),
+                                          view_timeout_s))
         states = {}
         for module in modules:
             states[module["state"]] = states.get(module["state"], 0) + 1
@@ -193,19 +216,38 @@ class DashboardResource:
         last_error = live.get("last_error", record.get("last_error"))
         call_timeout_s = (record.get("limits") or {}).get("call_timeout_s", DEFAULT_CALL_TIMEOUT_S)
         timeout_s = view_timeout_s if view_timeout_s is not None else call_timeout_s + FRAME_GRACE_S
-        views = [{"name": e["name"], "doc": e.get("doc", ""), "fields": form_fields(e.get("params", [])),
-                  "autoload": not any(p.get("required") for p in e.get("params", [])),
-                  "timeout_s": timeout_s}
-                 for e in endpoints if e["class"] == "view"]
-        return {"name": name, "state": live.get("state", record.get("state", "unknown")),
+        return {"name": name, "node": None, "state": live.get("state", record.get("state", "unknown")),
                 "pid": live.get("pid", record.get("pid")), "restarts": live.get("restarts", record.get("restarts", 0)),
                 "lag": live.get("lag"), "handled": live.get("handled"), "dead_letters": live.get("dead_letters"),
                 "rebuilding": bool(live.get("rebuilding", record.get("rebuilding"))),
                 "last_error": last_error, "error_summary": error_summary(last_error),
                 "description": (record.get("manifest") or {}).get("description", ""),
-                "views": views,
+                "views": _views(endpoints, timeout_s),
                 "queries": [e for e in endpoints if e["class"] == "query"],
                 "handlers": [e for e in endpoints if e["class"] == "handler"]}
+
+    @staticmethod
+    def _peer_modules(entries: list[dict], view_timeout_s: float | None) -> list[dict]:
+        """The modules of peers as the template shows them: their views and queries, by node."""
+        groups: dict = {}
+        for entry in entries:
+            groups.setdefault((entry["node"], entry["module"]), []).append(entry)
+        # the peer's own limit is not known here: a frame waits as long as this node does
+        timeout_s = view_timeout_s if view_timeout_s is not None else DEFAULT_CALL_TIMEOUT_S + FRAME_GRACE_S
+        modules = []
+        for (node, name), endpoints in groups.items():
+            unavailable = next((e["unavailable"] for e in endpoints if e.get("unavailable")), None)
+            modules.append({"name": name, "node": node, "state": "unreachable" if unavailable else "remote",
+                            "unavailable": unavailable, "views": _views(endpoints, timeout_s),
+                            "queries": [e for e in endpoints if e["class"] == "query"], "handlers": []})
+        return modules
+
+
+def _views(endpoints: list[dict], timeout_s: float) -> list[dict]:
+    """The views among ``endpoints`` as the template shows them, each with its parameter form."""
+    return [{"name": e["name"], "doc": e.get("doc", ""), "fields": form_fields(e.get("params", [])),
+             "autoload": not any(p.get("required") for p in e.get("params", [])), "timeout_s": timeout_s}
+            for e in endpoints if e["class"] == "view"]
 
 
 def _view_timeout(req) -> float | None:

@@ -19,6 +19,7 @@ STATUS_BY_CODE = {
     "body_timeout": falcon.HTTP_408, "conflict": falcon.HTTP_409, "too_large": falcon.HTTP_413,
     "module_error": falcon.HTTP_500, "load_error": falcon.HTTP_500, "internal": falcon.HTTP_500,
     "crashed": falcon.HTTP_502, "not_running": falcon.HTTP_503, "rebuilding": falcon.HTTP_503, "store_unavailable": falcon.HTTP_503,
+    "peer_unavailable": falcon.HTTP_503,
     "timeout": falcon.HTTP_504,
 }
 

@@ -25,6 +25,7 @@ from .config import Config
 from .control import ControlService
 from .delivery import Delivery, DeliverySettings
 from .discovery import discover
+from .federation import Federation
 from .forkclient import ForkServer
 from .fs_sweeper import ExpirySweeper, FileSweeper
 from .handlers import HandlerTable
@@ -128,9 +129,10 @@ class Host:
         self._rebuilds = Rebuilds(self.modules, self.handlers, (self.delivery, self.realtime), storage)
         self._control = ControlService(self.modules, (self.delivery, self.realtime), storage.eventlog,
                                        storage.dead_letters, self.scheduler, self._rebuilds)
+        peers = Federation.from_config(self.config)
         self.broker = Broker(self._contexts.general, self.paths, self.control_key, self.modules.signer_of,
                              self.modules.report, lambda kind, name: self.modules.snapshot().resolve(kind, name),
-                             self._control.verbs())
+                             self._control.verbs(), peers.call if peers is not None else None)
         self.broker.start()
         self.broker.wait_bound()
 

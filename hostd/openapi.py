@@ -14,6 +14,7 @@ import falcon
 
 from .auth import request_policy
 from .dashboard import schema_entries
+from .federation import request_peers
 
 __all__ = ["OpenAPIResource", "app_routes", "build_document", "openapi_path"]
 
@@ -276,6 +277,12 @@ _COMPONENTS = {
                             "class": {"enum": ["view", "query"]}, "name": {"type": "string"},
                             "module": {"type": "string"}, "category": {"type": "string"},
                             "doc": {"type": "string"},
+                            "node": {"type": "string",
+                                     "description": "local, or the URL of the peer that answers the name"},
+                            "aliases": {"type": "array", "items": {"type": "string"},
+                                        "description": "the other names of the same endpoint"},
+                            "unavailable": {"type": "string",
+                                            "description": "present when the peer is down: why"},
                             "params": {"type": "array", "items": {
                                 "type": "object", "required": ["name", "type", "required", "default"],
                                 "properties": {"name": {"type": "string"}, "type": {"type": "string"},
@@ -339,4 +346,5 @@ class OpenAPIResource:
 
     def on_get(self, req, resp):
         resp.media = build_document(app_routes(self._app),
-                                    schema_entries(self._web.table.snapshot(), request_policy(req)))
+                                    schema_entries(self._web.table.snapshot(), request_policy(req),
+                                                   request_peers(self._web, req)))

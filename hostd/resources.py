@@ -16,6 +16,7 @@ from . import strictjson
 from .auth import request_policy
 from .errors import BadBody, BadEventBatch, BodyTimeout, Forbidden, PayloadTooLarge
 from .eventbody import events_from_body, events_from_form
+from .federation import request_peers
 from .module_files import WebFiles
 from .policy import OPEN, Policy
 
@@ -98,24 +99,34 @@ def request_params(req, config) -> dict:
     return params
 
 
-def call_endpoint(web, kind: str, name: str, params: dict, policy: Policy = OPEN):
+def call_endpoint(web, kind: str, name: str, params: dict, policy: Policy = OPEN, peers=None):
     """Call a view or query once its parameters passed the checks its sandbox would make.
 
     :param policy: the caller's token policy: a name it denies is not found, and its fixed
         parameters replace whatever the request sent, before the checks.
+    :param peers: the :class:`~hostd.federation.Federation` answering names no module of
+        this node has (``None``: this node's modules only).
     :returns: the endpoint's result.
     :raises EndpointNotFound: no such name, or one the policy denies (the same answer);
-        the message names the modules that failed to load, since the name may be one of theirs.
+        the message names the modules that failed to load, since the name may be one of theirs,
+        and the peers that could not be reached.
     :raises BadParameter: a missing or unconvertible parameter: never sent to the sandbox.
-    :raises InsightsError: whatever the call raised.
+    :raises InsightsError: whatever the call raised (a peer's error as the peer answered it).
     """
     snapshot = web.table.snapshot()
     found = snapshot.find(kind, name)
+    if found is None and peers is not None:
+        remote = peers.find(kind, name)
+        if remote is not None and policy.shows(remote, name):
+            return peers.call(kind, name, policy.force(params))
     if found is None or not policy.shows(found[1], name):
         message = f"no {kind} named {name!r}"
         failed = sorted(n for n, record in snapshot.modules.items() if record.get("state") == "failed")
         if failed:
             message += f"; modules failed to load: {', '.join(failed)} \N{EM DASH} it may be in one of them"
+        unreachable = peers.unreachable() if found is None and peers is not None else []
+        if unreachable:
+            message += f"; peers unreachable: {', '.join(unreachable)} \N{EM DASH} it may be on one of them"
         raise EndpointNotFound(message)
     _record, endpoint = snapshot.resolve(kind, name)
     params = policy.force(params)
@@ -131,7 +142,8 @@ class ViewResource:
 
     def on_get(self, req, resp, name):
         resp.content_type = falcon.MEDIA_HTML
-        resp.text = call_endpoint(self._web, "view", name, dict(req.params), request_policy(req))
+        resp.text = call_endpoint(self._web, "view", name, dict(req.params), request_policy(req),
+                                  request_peers(self._web, req))
 
 
 class QueryResource:
@@ -142,7 +154,7 @@ class QueryResource:
 
     def on_get(self, req, resp, name):
         resp.media = call_endpoint(self._web, "query", name, request_params(req, self._web.config),
-                                   request_policy(req))
+                                   request_policy(req), request_peers(self._web, req))
 
     on_post = on_get
 

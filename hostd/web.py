@@ -20,6 +20,7 @@ from sandbox.transport import Contexts
 
 from .calls import SandboxClient
 from .config import Config
+from .federation import Federation
 from .keys import module_fs_key
 from .ingest import IngestClient
 from .modtable import ModuleTableReader
@@ -88,6 +89,8 @@ class WebContext:
         self._idle: list[_Channels] = []
         #: ``observe(module, kind, seconds)`` after each call into a sandbox (``/metrics`` adds one)
         self.call_observers: list = []
+        #: the other nodes whose views and queries this one answers too (``None``: no ``[[peers]]``)
+        self.peers = Federation.from_config(self.config)
 
     @contextlib.contextmanager
     def _channels(self):

@@ -11,12 +11,13 @@ module, in hostd and in a program using the client.
 from __future__ import annotations
 
 import inspect
+import json
 
 from .errors import (BadParameter, EndpointNotFound, InsightsError, ModuleCrashed, ModuleLoadError,
                      ModuleNotRunning, ModuleRaised, ModuleTimeout)
 
 __all__ = ["Forbidden", "Unavailable", "NotFound", "Crashed", "NotRunning", "Timeout",
-           "caller_error", "check_arguments", "make_function", "Endpoints"]
+           "caller_error", "query_string", "check_arguments", "make_function", "Endpoints"]
 
 
 # -- errors --------------------------------------------------------------------
@@ -53,7 +54,8 @@ class Timeout(ModuleTimeout, TimeoutError):
 _BY_CODE = {
     "not_found": NotFound, "bad_parameter": BadParameter, "forbidden": Forbidden,
     "unauthorized": Forbidden, "timeout": Timeout, "crashed": Crashed, "not_running": NotRunning,
-    "store_unavailable": Unavailable, "module_error": ModuleRaised, "load_error": ModuleLoadError,
+    "store_unavailable": Unavailable, "peer_unavailable": Unavailable, "module_error": ModuleRaised,
+    "load_error": ModuleLoadError,
 }
 _BY_STATUS = {400: BadParameter, 401: Forbidden, 403: Forbidden, 404: NotFound, 500: ModuleRaised,
               502: Crashed, 503: Unavailable, 504: Timeout}
@@ -75,6 +77,19 @@ def caller_error(error: dict, status: int | None = None) -> InsightsError:
         exc = cls(message)
     exc.status = status
     return exc
+
+
+def query_string(params: dict) -> dict:
+    """Encode a view's parameters the way hostd converts them back (lists: the key repeated).
+
+    :returns: ``{name: text or [texts]}`` for ``requests``' ``params``; ``None`` values are left out.
+    """
+    def text(value):
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return json.dumps(value) if isinstance(value, dict) else str(value)
+    return {name: [text(v) for v in value] if isinstance(value, (list, tuple)) else text(value)
+            for name, value in params.items() if value is not None}
 
 
 # -- functions with real signatures ---------------------------------------------

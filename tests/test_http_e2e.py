@@ -271,7 +271,8 @@ def test_healthz_dashboard_and_schema(hostd):
     entries = schema.json()
     assert isinstance(entries, list) and entries
     for entry in entries:
-        assert set(entry) == {"class", "name", "module", "params", "category", "doc"}, entry
+        assert set(entry) == {"class", "name", "module", "params", "category", "doc", "node", "aliases"}, entry
+        assert entry["node"] == "local"
         assert entry["class"] in ("view", "query")
         assert entry["module"] != "e2e_bad_import"
     by_name = {(e["class"], e["name"]): e for e in entries}

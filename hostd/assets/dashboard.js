@@ -1,5 +1,6 @@
 // The dashboard's script: loads each view into its own frame, independently, and
-// keeps the modules' facts (state, lag, dead letters, last error) current from /modules.
+// keeps the modules' facts (state, lag, dead letters, last error) current from /modules
+// (this node's modules; those of peers, marked data-node, keep what the page said).
 //
 // A view is fetched (so that its HTTP status is known), then shown in its frame
 // with srcdoc; a 4xx/5xx answer, a network error or no answer within the view's
@@ -173,6 +174,7 @@ async function refreshStatus() {
   }
   const sections = [...document.querySelectorAll("section.module")];
   for (const section of sections) {
+    if (section.dataset.node) continue;  // a peer's module: /modules is this node's only
     if (statuses[section.dataset.module]) showStatus(section, statuses[section.dataset.module]);
   }
   showStateCounts(sections);
