@@ -24,6 +24,7 @@ import pytest
 from pymongo.uri_parser import parse_uri
 
 from hostd.store import EmbeddedStore, connect, store_url_path, unix_store_url
+from hostd.storeproxy import StoreProxy
 from running_hostd import start_daemon, stop_daemon, wait_until
 
 E2E_MODULES = Path(__file__).resolve().parent / "modules"
@@ -148,6 +149,21 @@ def test_a_stale_socket_file_is_replaced(tmp_path):
     stale.close()
     with EmbeddedStore(tmp_path) as store, connect(store.url) as client:
         assert client.admin.command("serverStatus")["pid"] == store.pid
+
+
+def test_the_module_relay_reaches_the_store_over_its_socket(store, tmp_path):
+    proxy = StoreProxy(store.url)
+    try:
+        url = proxy.open("relayed", "mod_relayed", tmp_path / "relay.sock")
+        with connect(url, serverSelectionTimeoutMS=3000) as client:
+            client["mod_relayed"]["c"].insert_one({"_id": "through the relay"})
+            assert client["mod_relayed"]["c"].find_one() == {"_id": "through the relay"}
+            with pytest.raises(pymongo.errors.PyMongoError):
+                client["mod_sock"]["c"].find_one()           # not its database: refused
+        with connect(store.url) as direct:
+            assert direct["mod_relayed"]["c"].find_one() == {"_id": "through the relay"}
+    finally:
+        proxy.stop()
 
 
 # -- hostd ---------------------------------------------------------------------------
