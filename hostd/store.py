@@ -5,10 +5,20 @@ MongoDB wire-protocol server over SQLite, run as a child process of hostd. hostd
 storage code keeps to the subset of MongoDB that behaves the same there and on a real
 replica set; ``tests/test_store_conformance.py`` checks that subset.
 
+nx-27017 has no authentication, so it listens on no TCP port at all: only on a unix
+socket (mode 0600) in a folder only hostd's user may enter (0700). Whoever can open that
+socket can read and write every database, so only hostd's own user can; sandboxes reach
+their own database through :mod:`hostd.storeproxy`. nx-27017 cannot bind a unix socket
+by itself: the child process serves nx's own connection handler under
+:func:`asyncio.start_unix_server` (private API of 0.8.1, hence the exact pin).
+
 Layout under the data dir::
 
     <data_dir>/hostd.lock       exclusive flock held by the running daemon (contains its pid)
     <data_dir>/store.url        mongodb:// URL of the running embedded store (mode 0600)
+    <data_dir>/store/           0700
+    <data_dir>/store/nx.sock    the store's unix socket (0600); when that path is too long
+                                for a unix socket, ``/tmp/insights-store-*/nx.sock`` instead
     <data_dir>/store/db/        one SQLite file per database (``<db>.db``)
     <data_dir>/store/nx.pid     pid of the running nx-27017 server
     <data_dir>/store/nx.log     its log
@@ -26,8 +36,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 import pymongo
@@ -39,6 +51,7 @@ __all__ = [
     "DataDirLock",
     "EmbeddedStore",
     "store_url_path",
+    "unix_store_url",
     "connect",
     "module_db_name",
     "HOST_DB_NAME",
@@ -55,13 +68,23 @@ _LOCK_FILE = "hostd.lock"
 _URL_FILE = "store.url"
 _STORE_DIR = "store"
 
-_POLL_S = 0.025               # readiness poll interval (a TCP connect probe)
-_BIND_ATTEMPTS = 5            # fresh ports tried when nx cannot bind
+_SOCKET_NAME = "nx.sock"
+_MAX_SOCKET_PATH = 107        # sun_path holds 108 bytes, the last one a NUL
+_POLL_S = 0.025               # readiness poll interval (a unix socket connect probe)
 _STALE_KILL_TIMEOUT_S = 5.0
 _LOG_TAIL_LINES = 40
+_NX_VERSION = "0.8.1"         # the version whose private server API the bootstrap uses
 
 # Run by the child interpreter instead of ``python -m nx_27017`` (the package has no
-# ``__main__``); argv[1] is hostd's pid, the rest goes to nx-27017's own CLI.
+# ``__main__``); argv[1] is hostd's pid, argv[2] the unix socket path, the rest goes to
+# nx-27017's own CLI (which keeps its pid file, log file and signal handling).
+#
+# * nx's CLI only knows TCP (``--host``/``--port``). Its asyncio server is
+#   ``nx_27017.server.run_server(host, port, handler)``, looked up at call time, serving
+#   each connection with ``nx_27017.server.handle_client(reader, writer, handler)``: the
+#   bootstrap replaces run_server by one serving handle_client on the unix socket, so no
+#   TCP socket is ever opened. Any other nx-27017 version is refused (exit status 78).
+# * umask 077: the socket is created 0600, and so are the SQLite files.
 #
 # * PR_SET_PDEATHSIG (prctl option 1) makes the kernel SIGKILL the server when the thread
 #   that spawned it dies (hostd crash, kill -9). It is set here in the child rather than in
@@ -73,10 +96,27 @@ _LOG_TAIL_LINES = 40
 #   asyncio logs a traceback for each open connection when SIGTERM's sys.exit() lands in a
 #   client callback: both are filtered out.
 _BOOTSTRAP = """\
-import ctypes, logging, os, signal, sys
+import asyncio, ctypes, importlib.metadata, logging, os, signal, sys
 ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 if os.getppid() != int(sys.argv[1]):
     os._exit(70)
+os.umask(0o077)
+_version = importlib.metadata.version("nx-27017")
+if _version != "%(version)s":
+    print(f"nx-27017 {_version} is installed; hostd needs exactly %(version)s", file=sys.stderr)
+    sys.exit(78)
+import nx_27017.server as nx_server
+
+async def _serve_unix(path, _port, handler):
+    async def client(reader, writer):
+        await nx_server.handle_client(reader, writer, handler)
+    server = await asyncio.start_unix_server(client, path=path)
+    os.chmod(path, 0o600)
+    logging.getLogger("nx_27017").info("Listening on unix socket %%s", path)
+    async with server:
+        await server.serve_forever()
+
+nx_server.run_server = _serve_unix
 logging.getLogger().addHandler(logging.NullHandler())
 logging.getLogger().setLevel(logging.INFO)
 
@@ -95,9 +135,9 @@ def _quiet_shutdown(record):
 logging.getLogger("nx_27017").addFilter(_quiet_commands)
 logging.getLogger("asyncio").addFilter(_quiet_shutdown)
 from nx_27017.nx_27017 import main
-sys.argv = ["nx_27017"] + sys.argv[2:]
+sys.argv = ["nx_27017", "--host", sys.argv[2], "--port", "0"] + sys.argv[3:]
 sys.exit(main())
-"""
+""" % {"version": _NX_VERSION}
 
 
 class DataDirLocked(RuntimeError):
@@ -115,6 +155,15 @@ def store_url_path(data_dir: str | os.PathLike) -> Path:
     :returns: ``<data_dir>/store.url``.
     """
     return Path(data_dir) / _URL_FILE
+
+
+def unix_store_url(path: str | os.PathLike) -> str:
+    """The ``mongodb://`` URL of a store served on a unix socket.
+
+    :param path: absolute path of the socket; pymongo wants it to end in ``.sock``.
+    :returns: ``mongodb://<percent-encoded path>/?directConnection=true``.
+    """
+    return "mongodb://" + quote(str(path), safe="") + "/?directConnection=true"
 
 
 def connect(url: str, **kwargs) -> pymongo.MongoClient:
@@ -218,13 +267,6 @@ class DataDirLock:
         self.release()
 
 
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES, max_bytes: int = 64 * 1024) -> str:
     try:
         with open(path, "rb") as handle:
@@ -251,31 +293,41 @@ def _gone(proc: psutil.Process) -> bool:
     return True
 
 
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
 class EmbeddedStore:
     """Runs the embedded nx-27017 MongoDB-wire server as a child process under ``<data_dir>/store/``.
+
+    The server listens only on the unix socket ``<data_dir>/store/nx.sock`` (0600, in the
+    0700 ``store`` folder), never on TCP: nx-27017 has no authentication, so the socket's
+    file permissions are what keep other local users out. When the data dir's path is
+    too long for a unix socket (107 bytes), the socket goes into a fresh 0700 folder
+    ``/tmp/insights-store-*`` instead, the same one again after a :meth:`stop` when it
+    can, so clients keep their URL across a restart.
 
     The server runs in the foreground in its own session/process group (a terminal Ctrl-C
     does not reach it), with ``PR_SET_PDEATHSIG=SIGKILL`` so it dies with hostd: this is
     tied to the *thread* that calls :meth:`start`, so call it from a thread that lives as
     long as the store (normally the main thread). The caller must hold the
     :class:`DataDirLock` of the data dir: :meth:`start` kills any nx-27017 server left
-    running there by a previous daemon. After a :meth:`stop`, :meth:`start` tries the same
-    port again first, so clients keep their URL across a restart.
+    running there by a previous daemon.
 
     :param data_dir: the hostd data dir.
-    :param host: address the server binds to; keep it a loopback address (no auth).
     :param startup_timeout_s: how long :meth:`start` waits in total for the server to answer.
     """
 
-    def __init__(self, data_dir: str | os.PathLike, *, host: str = "127.0.0.1",
-                 startup_timeout_s: float = 30.0):
+    def __init__(self, data_dir: str | os.PathLike, *, startup_timeout_s: float = 30.0):
         self._data_dir = Path(data_dir)
         self._dir = self._data_dir / _STORE_DIR
-        self._host = host
         self._startup_timeout_s = float(startup_timeout_s)
         self._process: subprocess.Popen | None = None
         self._url: str | None = None
-        self._port: int | None = None
+        self._short_dir: Path | None = None     # the /tmp fallback folder, once chosen
         #: seconds the last successful :meth:`start` took.
         self.startup_seconds: float | None = None
 
@@ -291,6 +343,17 @@ class EmbeddedStore:
         return self._dir / "nx.log"
 
     @property
+    def socket_path(self) -> Path:
+        """:returns: the server's unix socket (``<data_dir>/store/nx.sock`` unless that path
+            is too long, see the class docstring)."""
+        path = (self._dir / _SOCKET_NAME).absolute()
+        if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
+            return path
+        if self._short_dir is None:
+            self._short_dir = Path(tempfile.mkdtemp(prefix="insights-store-"))
+        return self._short_dir / _SOCKET_NAME
+
+    @property
     def _stderr_file(self) -> Path:
         return self._dir / "nx.stderr"
 
@@ -301,7 +364,7 @@ class EmbeddedStore:
     # -- state -----------------------------------------------------------------------
     @property
     def url(self) -> str | None:
-        """:returns: the ``mongodb://`` URL while the store runs, else ``None``."""
+        """:returns: the ``mongodb://`` URL of the socket while the store runs, else ``None``."""
         return self._url
 
     @property
@@ -313,11 +376,11 @@ class EmbeddedStore:
     def start(self) -> str:
         """Start the server and wait until it answers ``ping``.
 
-        Kills a stale nx-27017 named by ``nx.pid``, launches the server on a free port
-        (retrying with new ports if it cannot bind), waits for ``ping`` and writes
-        ``<data_dir>/store.url`` (mode 0600). If the store already runs, returns its URL.
+        Kills a stale nx-27017 named by ``nx.pid``, launches the server on its unix
+        socket, waits for ``ping`` and writes ``<data_dir>/store.url`` (mode 0600). If the
+        store already runs, returns its URL.
 
-        :returns: the URL, ``mongodb://<host>:<port>/``.
+        :returns: the URL, ``mongodb://<percent-encoded socket path>/?directConnection=true``.
         :raises StoreStartError: the server exited or did not answer within
             ``startup_timeout_s``; the message includes the tail of its log.
         """
@@ -328,26 +391,18 @@ class EmbeddedStore:
         started = time.monotonic()
         deadline = started + self._startup_timeout_s
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self._dir, 0o700)
         self.db_dir.mkdir(mode=0o700, exist_ok=True)
         self._kill_stale()
-        ports = [self._port] if self._port else []
-        for attempt in range(_BIND_ATTEMPTS + len(ports)):
-            port = ports[attempt] if attempt < len(ports) else _free_port(self._host)
-            outcome = self._launch_and_wait(port, deadline)
-            if outcome == "ready":
-                break
-            if outcome == "bind" and time.monotonic() < deadline:
-                continue
-            reason = {"bind": "could not bind a port", "exited": "exited during start-up",
-                      "timeout": f"did not answer within {self._startup_timeout_s:g} s"}[outcome]
+        sock = self._prepare_socket_dir()
+        outcome = self._launch_and_wait(sock, deadline)
+        if outcome != "ready":
+            reason = {"exited": "exited during start-up",
+                      "timeout": f"did not answer within {self._startup_timeout_s:g} s",
+                      "foreign": f"answered on {sock} with another server's pid"}[outcome]
             raise StoreStartError(f"embedded store (nx-27017) {reason}; "
                                   f"log {self.log_file}:\n{self._log_tail()}")
-        else:
-            raise StoreStartError(f"embedded store (nx-27017) could not bind a port after "
-                                  f"{_BIND_ATTEMPTS} attempts; log {self.log_file}:\n"
-                                  f"{self._log_tail()}")
-        self._port = port
-        self._url = self._make_url(port)
+        self._url = unix_store_url(sock)
         try:
             self._write_url(self._url)
         except BaseException:
@@ -359,7 +414,8 @@ class EmbeddedStore:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server: SIGTERM to its process group, wait, then SIGKILL; reap it.
 
-        Also removes ``store.url``. Safe to call several times and when never started.
+        Also removes ``store.url`` and the socket (and its ``/tmp`` folder, if it has one).
+        Safe to call several times and when never started.
 
         :param timeout_s: how long to wait after SIGTERM before SIGKILL.
         """
@@ -379,6 +435,13 @@ class EmbeddedStore:
                     path.unlink()
             except OSError:
                 pass
+        if process is not None:
+            _unlink(self.socket_path)
+            if self._short_dir is not None:
+                try:
+                    self._short_dir.rmdir()
+                except OSError:
+                    pass
 
     def __enter__(self) -> "EmbeddedStore":
         self.start()
@@ -388,9 +451,24 @@ class EmbeddedStore:
         self.stop()
 
     # -- internals -------------------------------------------------------------------
-    def _make_url(self, port: int) -> str:
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"mongodb://{host}:{port}/"
+    def _prepare_socket_dir(self) -> Path:
+        """Make sure the socket's folder exists, is ours and 0700, and holds no old socket.
+
+        :returns: the socket path.
+        """
+        sock = self.socket_path
+        if self._short_dir is not None:
+            try:
+                os.mkdir(self._short_dir, 0o700)      # again after a stop: same URL
+            except FileExistsError:
+                info = os.lstat(self._short_dir)
+                if not (os.path.isdir(self._short_dir) and not os.path.islink(self._short_dir)
+                        and info.st_uid == os.geteuid()):
+                    self._short_dir = None            # taken by someone else: a fresh one
+                    sock = self.socket_path
+            os.chmod(sock.parent, 0o700)
+        _unlink(sock)
+        return sock
 
     def _kill_stale(self) -> None:
         """SIGKILL an nx-27017 left by a previous daemon; remove a stale ``nx.pid``.
@@ -425,14 +503,14 @@ class EmbeddedStore:
         except FileNotFoundError:
             pass
 
-    def _launch_and_wait(self, port: int, deadline: float) -> str:
-        """Launch nx on ``port`` and wait for it.
+    def _launch_and_wait(self, sock: Path, deadline: float) -> str:
+        """Launch nx on the unix socket ``sock`` and wait for it.
 
-        :returns: ``"ready"``, ``"bind"`` (port taken), ``"exited"`` or ``"timeout"``; on
-            anything but ready the process is gone.
+        :returns: ``"ready"``, ``"exited"``, ``"timeout"`` or ``"foreign"`` (another
+            server answered); on anything but ready the process is gone.
         """
-        command = [sys.executable, "-c", _BOOTSTRAP, str(os.getpid()),
-                   "--data-dir", str(self.db_dir), "--host", self._host, "-p", str(port),
+        command = [sys.executable, "-c", _BOOTSTRAP, str(os.getpid()), str(sock),
+                   "--data-dir", str(self.db_dir),
                    "--pid-file", str(self._pid_file), "--log-file", str(self.log_file)]
         with open(self._stderr_file, "wb") as err:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=err,
@@ -440,7 +518,7 @@ class EmbeddedStore:
                                        start_new_session=True, close_fds=True)
         self._process = process
         try:
-            outcome = self._wait_ready(process, port, deadline)
+            outcome = self._wait_ready(process, sock, deadline)
         except BaseException:
             self._process = None
             self._terminate(process, 0)
@@ -448,29 +526,24 @@ class EmbeddedStore:
         if outcome != "ready":
             self._process = None
             self._terminate(process, 0)
-            if outcome == "exited" and "address already in use" in _tail(self._stderr_file).lower():
-                outcome = "bind"
         return outcome
 
-    def _wait_ready(self, process: subprocess.Popen, port: int, deadline: float) -> str:
-        # A cheap TCP probe until the port accepts, then ping with pymongo; serverStatus
-        # must report our child's pid, so that another server that grabbed the port in the
-        # meantime is never taken for ours.
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+    def _wait_ready(self, process: subprocess.Popen, sock: Path, deadline: float) -> str:
+        # A cheap connect probe until the socket accepts, then ping with pymongo;
+        # serverStatus must report our child's pid, so that no other server is taken for ours.
         while True:
             if process.poll() is not None:
                 return "exited"
             try:
-                with socket.socket(family, socket.SOCK_STREAM) as probe:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                     probe.settimeout(0.5)
-                    probe.connect((self._host, port))
+                    probe.connect(str(sock))
                 accepting = True
             except OSError:
                 accepting = False
             if accepting:
                 remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
-                client = pymongo.MongoClient(self._make_url(port), directConnection=True,
-                                             connect=False,
+                client = pymongo.MongoClient(unix_store_url(sock), connect=False,
                                              serverSelectionTimeoutMS=min(250, remaining_ms),
                                              connectTimeoutMS=250, socketTimeoutMS=5000)
                 try:
@@ -481,7 +554,7 @@ class EmbeddedStore:
                 else:
                     if status.get("pid") in (None, process.pid):
                         return "ready"
-                    return "bind"           # someone else's server answers on this port
+                    return "foreign"
                 finally:
                     client.close()
             if time.monotonic() >= deadline:

@@ -15,9 +15,11 @@ import os
 import struct
 import threading
 from pathlib import Path
-from urllib.parse import quote, urlparse
 
 import bson
+from pymongo.uri_parser import parse_uri
+
+from .store import unix_store_url
 
 __all__ = ["StoreProxy", "unix_store_url", "allowed_command"]
 
@@ -26,11 +28,6 @@ log = logging.getLogger("insights.storeproxy")
 OP_QUERY, OP_MSG = 2004, 2013
 _ADMIN_COMMANDS = {"hello", "ismaster", "ping", "buildinfo", "endsessions", "getparameter"}
 _MAX_MESSAGE = 48 * 1024 * 1024
-
-
-def unix_store_url(path: str | Path) -> str:
-    """:returns: a ``mongodb://`` URL for a unix socket path (which must end in ``.sock``)."""
-    return "mongodb://" + quote(str(path), safe="") + "/?directConnection=true"
 
 
 def allowed_command(opcode: int, body: bytes, own_db: str) -> bool:
@@ -68,14 +65,13 @@ def allowed_command(opcode: int, body: bytes, own_db: str) -> bool:
 class StoreProxy:
     """Unix-socket relays to the store, one per module.
 
-    :param store_url: the real store's ``mongodb://host:port`` URL (first host used).
+    :param store_url: the real store's ``mongodb://`` URL: ``host:port`` (first host
+        used) or a unix socket (the embedded store's).
     """
 
     def __init__(self, store_url: str):
-        parsed = urlparse(store_url)
-        host = (parsed.netloc.split("@")[-1].split(",")[0]) or "127.0.0.1:27017"
-        self._host, _, port = host.rpartition(":") if ":" in host else (host, "", "27017")
-        self._port = int(port or 27017)
+        #: where the real store is: ``(host, port)``, or ``(socket path, None)``
+        self._upstream = parse_uri(store_url)["nodelist"][0]
         self._loop = asyncio.new_event_loop()
         self._servers: dict = {}
         self._thread = threading.Thread(target=self._loop.run_forever, name="insights-storeproxy",
@@ -115,8 +111,12 @@ class StoreProxy:
             await server.wait_closed()
 
     async def _relay(self, module, db_name, client_reader, client_writer):
+        host, port = self._upstream
         try:
-            store_reader, store_writer = await asyncio.open_connection(self._host, self._port)
+            if port is None:
+                store_reader, store_writer = await asyncio.open_unix_connection(host)
+            else:
+                store_reader, store_writer = await asyncio.open_connection(host, port)
         except OSError as err:
             log.warning("store relay for %s: cannot reach the store: %s", module, err)
             client_writer.close()

@@ -69,6 +69,8 @@ class Daemon(HttpClient):
     def __init__(self, process, base, log_path, data_dir, token=None):
         self.process, self.base, self.log_path, self.data_dir = process, base, log_path, data_dir
         self.token = token
+        #: the folder :func:`stop_daemon` removes
+        self.removed_dir = data_dir
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -101,18 +103,24 @@ class Daemon(HttpClient):
         return body["accepted"] == 1
 
 
-def launch(tmp, data_dir, config, modules_dir) -> tuple[subprocess.Popen, str, Path]:
+def launch(tmp, data_dir, config, modules_dir, args=(), account=None) -> tuple[subprocess.Popen, str, Path]:
     """Start ``hostd serve`` on a free port, its output going to ``tmp/hostd.log``.
 
+    :param args: more command-line arguments (``["--mongo-url", url]``...).
+    :param account: a :class:`unprivileged.Account` to run hostd as (with its own
+        interpreter, from its folder ``data_dir.parent``), or None for this user.
     :returns: ``(process, base URL, log path)``; see :func:`wait_announced`.
     """
     port = free_port()
     log_path = tmp / "hostd.log"
-    command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve", "--data-dir", str(data_dir),
-               "--port", str(port), "--config", str(config), "--modules", str(modules_dir)]
+    python, options = sys.executable, {"cwd": tmp}
+    if account is not None:
+        python, options = account.python, account.popen_kwargs(Path(data_dir).parent)
+    command = [python, "-c", "from hostd.cli import main; main()", "serve", "--data-dir", str(data_dir),
+               "--port", str(port), "--config", str(config), "--modules", str(modules_dir), *args]
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                   cwd=tmp)
+                                   **options)
     return process, f"http://127.0.0.1:{port}", log_path
 
 
@@ -127,24 +135,38 @@ def wait_announced(process: subprocess.Popen, log_path: Path, timeout_s: float =
 
 
 def start_daemon(tmp, modules_dir: Path, running: set, failed: set, server: str = "", more: str = "",
-                 token: str | None = None, limits: str = "") -> Daemon:
+                 token: str | None = None, mongo_url: str | None = None, account=None,
+                 limits: str = "") -> Daemon:
     """Start ``hostd serve --modules modules_dir`` and wait until every module settled.
 
     Its data dir is a short temporary folder (unix socket paths are short), removed
-    by :func:`stop_daemon`; its config and log go to ``tmp``.
+    by :func:`stop_daemon`; its config and log go to ``tmp``. Run as ``account``, the
+    data dir and the config are in a folder of that user's instead (``tmp`` may be
+    closed to it); ``modules_dir`` must be readable by it.
 
     :param server: more lines of the config's ``[server]`` section.
     :param more: more sections of the config (``[auth]``, ``[[auth.tokens]]``...).
     :param limits: more lines of the config's ``[limits]`` section.
     :param token: a bearer token sent with every request of the daemon object (it needs
         the ``admin`` scope when tokens are required: the readiness checks read ``/modules``).
+    :param mongo_url: the store to use (``--mongo-url``), e.g. another daemon's ``store.url``.
+    :param account: a :class:`unprivileged.Account` to run hostd as.
     """
-    data_dir = Path(tempfile.mkdtemp(prefix="insights-e2e-"))
-    config = tmp / "hostd.toml"
+    if account is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="insights-e2e-"))
+        config, removed = tmp / "hostd.toml", data_dir
+    else:
+        removed = account.private_dir("insights-e2e-")
+        data_dir, config = removed / "data", removed / "hostd.toml"
     config.write_text(f"[server]\nworkers = 2\n{server}\n[limits]\ncall_timeout_s = 10\n{limits}\n"
                       f"[supervisor]\nbackoff_initial_s = 0.2\n\n{more}", encoding="utf-8")
-    process, base, log_path = launch(tmp, data_dir, config, modules_dir)
+    if account is not None:
+        data_dir.mkdir()
+        account.own(removed)
+    args = ["--mongo-url", mongo_url] if mongo_url else []
+    process, base, log_path = launch(tmp, data_dir, config, modules_dir, args, account)
     daemon = Daemon(process, base, log_path, data_dir, token)
+    daemon.removed_dir = removed
     try:
         wait_announced(process, log_path)
         wanted = {**{m: "running" for m in running}, **{m: "failed" for m in failed}}
@@ -174,6 +196,6 @@ def stop_daemon(daemon: Daemon) -> None:
     _, alive = psutil.wait_procs(children, timeout=10)
     for child in alive:
         child.kill()
-    shutil.rmtree(daemon.data_dir, ignore_errors=True)
+    shutil.rmtree(daemon.removed_dir, ignore_errors=True)
     assert status == 0, f"hostd exited with {status}:\n{daemon.log()[-5000:]}"
     assert not alive, f"children left after hostd exited: {[c.pid for c in alive]}"

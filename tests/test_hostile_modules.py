@@ -22,9 +22,21 @@ looping at import does not eat the CPU of later groups):
   ``os._exit(3)`` (the status reserved for "failed to load") at import;
 * :class:`TestResourceBombs`: memory bomb, fork bomb, sleepers escaping the
   sandbox (double fork + setsid) then SIGTERM of hostd;
-* :class:`TestIsolation`: reading (or writing) other modules' files and hostd's
-  secrets, signalling other processes, reaching the store and hostd over TCP
-  (root only: per-module uids and namespaces).
+* :class:`TestIsolation`: reading (or writing) other modules' files, hostd's
+  data dir and secrets, signalling other processes, reaching the store (its URL,
+  TCP) and hostd over TCP, using the ``db`` handle's client to forge events, move
+  another module's cursor or read its database, tracing hostd, reading its
+  environment, making a user namespace.
+
+Runaway calls, resource bombs and isolation run in two modes (the ``mode``
+parameter of their daemon fixture): ``root``, hostd run by the user running the
+tests (root, so with per-module uids, namespaces and cgroups), and
+``unprivileged``, hostd run as the ``insights-test`` system user from a venv of
+``/usr/bin/python3`` (see ``tests/unprivileged.py``; skipped with the reason when
+the tests are not root or that interpreter is missing). Without root, hostd has
+no cgroups and no uid switch: cases that need them are skipped in that mode;
+sandboxes confine themselves with user, network and mount namespaces, Landlock
+and seccomp instead, and every isolation case must hold there too.
 
 Every daemon is stopped with SIGTERM and must exit 0 leaving nothing behind: no
 descendant captured before the signal may remain, nor any process with the data
@@ -39,6 +51,9 @@ fixing one overwrites its copy, and hot reload maps changes by resolved path.
 Tests poll with deadlines and never assert on timings. Cases that need root
 (process limits, killing escaped processes, per-module uids and namespaces) are
 skipped with the reason when hostd cannot have them.
+
+The isolation cases also check from outside what a module's claim cannot show:
+the forged event is not in the log, the victim's cursor did not move.
 """
 from __future__ import annotations
 
@@ -55,6 +70,7 @@ import uuid
 from pathlib import Path
 
 import psutil
+import pymongo
 import pytest
 import requests
 
@@ -102,9 +118,10 @@ def _cgroups_v1() -> bool:
 
 IS_ROOT = os.geteuid() == 0
 CGROUPS = _cgroups_v1()
+NO_CGROUPS = "process limits and killing escaped processes need hostd to run as root, with cgroup v1 memory/pids"
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="per-module uids and namespaces need hostd to run as root")
-needs_cgroups = pytest.mark.skipif(
-    not CGROUPS, reason="process limits and killing escaped processes need root and cgroup v1 memory/pids")
+#: hostd as the user running the tests, or as an unprivileged user (tests/unprivileged.py)
+MODES = ("root", "unprivileged")
 
 
 class IsolationBreach(AssertionError):
@@ -125,6 +142,7 @@ def check_known_bugs(failed: list[str]) -> None:
 # -- helpers -------------------------------------------------------------------
 
 from running_hostd import HttpClient, free_port as _free_port, wait_until  # noqa: E402
+from unprivileged import account as unprivileged_account  # noqa: E402
 
 
 def _gone(pid: int) -> bool:
@@ -163,10 +181,19 @@ def _kill_quietly(processes) -> None:
 
 
 class Daemon(HttpClient):
-    """A running ``hostd serve`` over a folder of copied modules, and the calls the tests make."""
+    """A running ``hostd serve`` over a folder of copied modules, and the calls the tests make.
 
-    def __init__(self, root: Path, modules: list[str]):
+    :param root: its folder (modules, data dir, config, log).
+    :param modules: the modules to copy in.
+    :param account: an :class:`unprivileged.Account` to run hostd as (``root`` must be its
+        folder), or None for the user running the tests.
+    """
+
+    def __init__(self, root: Path, modules: list[str], account=None):
         self.root = root
+        self.account = account
+        #: whether hostd has per-sandbox memory and pids cgroups
+        self.cgroups = CGROUPS and account is None
         self.modules_dir = root / "modules"
         self.data_dir = root / "data"
         self.log_path = root / "hostd.log"
@@ -180,12 +207,16 @@ class Daemon(HttpClient):
                             ignore=shutil.ignore_patterns("__pycache__"))
         config = root / "hostd.toml"
         config.write_text(CONFIG, encoding="utf-8")
-        command = [sys.executable, "-c", "from hostd.cli import main; main()", "serve",
+        python, options = sys.executable, {"cwd": root}
+        if account is not None:
+            account.own(root)
+            python, options = account.python, account.popen_kwargs(root)
+        command = [python, "-c", "from hostd.cli import main; main()", "serve",
                    "--config", str(config), "--modules", str(self.modules_dir),
                    "--data-dir", str(self.data_dir), "--port", str(self.port)]
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                            stderr=subprocess.STDOUT, cwd=root)
+                                            stderr=subprocess.STDOUT, **options)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -327,15 +358,25 @@ class Daemon(HttpClient):
         return report
 
 
-def _start(tmp_path_factory, group: str, hostile: list[str]):
-    daemon = Daemon(tmp_path_factory.mktemp(group), [*GOOD, *hostile])
+def _start(tmp_path_factory, group: str, hostile: list[str], mode: str = "root"):
+    """Start a daemon running the good modules and ``hostile`` as ``mode`` (see :data:`MODES`);
+    stop it after the class. The unprivileged daemon's folder is that user's, under /tmp."""
+    if mode == "root":
+        daemon = Daemon(tmp_path_factory.mktemp(group), [*GOOD, *hostile])
+    else:
+        account = unprivileged_account()
+        daemon = Daemon(account.private_dir(f"insights-hostile-{group}-"), [*GOOD, *hostile], account)
     try:
-        daemon.wait_started()
-    except BaseException:
-        daemon.stop()
-        raise
-    yield daemon
-    daemon.assert_stopped_cleanly()
+        try:
+            daemon.wait_started()
+        except BaseException:
+            daemon.stop()
+            raise
+        yield daemon
+        daemon.assert_stopped_cleanly()
+    finally:
+        if mode != "root":
+            shutil.rmtree(daemon.root, ignore_errors=True)
 
 
 class Load(threading.Thread):
@@ -405,9 +446,10 @@ def under_load(daemon: Daemon):
 
 # -- runaway calls: loop, segfault, exit in a handler, raising handler ----------------
 
-@pytest.fixture(scope="class")
-def calls_hostd(tmp_path_factory):
-    yield from _start(tmp_path_factory, "calls", ["spin_query", "segv_query", "exit_handler", "raise_handler"])
+@pytest.fixture(scope="class", params=MODES)
+def calls_hostd(tmp_path_factory, request):
+    yield from _start(tmp_path_factory, "calls", ["spin_query", "segv_query", "exit_handler", "raise_handler"],
+                      request.param)
 
 
 class TestRunawayCalls:
@@ -540,9 +582,9 @@ class TestBrokenStartup:
 
 # -- resource bombs: memory, processes, escapees ----------------------------------------
 
-@pytest.fixture(scope="class")
-def bombs_hostd(tmp_path_factory):
-    yield from _start(tmp_path_factory, "bombs", ["mem_bomb", "fork_bomb", "escapee"])
+@pytest.fixture(scope="class", params=MODES)
+def bombs_hostd(tmp_path_factory, request):
+    yield from _start(tmp_path_factory, "bombs", ["mem_bomb", "fork_bomb", "escapee"], request.param)
 
 
 class TestResourceBombs:
@@ -551,7 +593,7 @@ class TestResourceBombs:
         with under_load(hostd):
             before = hostd.serving("mem_bomb")
             response = hostd.get("/query/mem_bomb")
-            if CGROUPS:
+            if hostd.cgroups:
                 assert_error(response, 502, "crashed")
                 entry = hostd.wait_module("mem_bomb", lambda e: e["state"] == "running"
                                           and e["restarts"] > before["restarts"], "restarted")
@@ -566,9 +608,10 @@ class TestResourceBombs:
         hostd.fix("mem_bomb")
         assert hostd.query("mem_bomb") == 20 * 1024 * 1024  # 20 MB is fine under the limit
 
-    @needs_cgroups
     def test_fork_bomb_is_stopped_by_the_process_limit(self, bombs_hostd):
         hostd = bombs_hostd
+        if not hostd.cgroups:
+            pytest.skip(NO_CGROUPS)
         with under_load(hostd):
             before = hostd.serving("fork_bomb")
             response = hostd.get("/query/fork_bomb")
@@ -593,7 +636,7 @@ class TestResourceBombs:
         """Last of its class: stops the daemon. Escaped sleepers die with it too (when hostd has cgroups)."""
         hostd = bombs_hostd
         escaped = []
-        if CGROUPS:
+        if hostd.cgroups:
             hostd.serving("escapee")
             escaped = hostd.query("escape", n=3)
             assert len(escaped) == 3
@@ -607,11 +650,30 @@ class TestResourceBombs:
             assert _gone(pid), (pid, report)
 
 
-# -- isolation: other modules' files, hostd's secrets, the store over TCP --------------
+# -- isolation: other modules' files, hostd's secrets, the store, hostd itself ----------------
 
-@pytest.fixture(scope="class")
-def isolation_hostd(tmp_path_factory):
-    yield from _start(tmp_path_factory, "isolation", ["peek_files", "steal_store"])
+@pytest.fixture(scope="class", params=["root", "unprivileged"])
+def isolation_hostd(tmp_path_factory, request):
+    yield from _start(tmp_path_factory, "isolation", ["peek_files", "steal_store", "tamper_store", "spy_hostd"],
+                      request.param)
+
+
+def _store(hostd: Daemon) -> pymongo.MongoClient:
+    """:returns: a client of the daemon's store, as the test (root) sees it."""
+    return pymongo.MongoClient((hostd.data_dir / "store.url").read_text().strip(), serverSelectionTimeoutMS=10000)
+
+
+def _tree_tcp_ports(pid: int) -> set[int]:
+    """:returns: the TCP ports that process ``pid`` and its descendants listen on."""
+    pids = {pid} | {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    return {c.laddr.port for c in psutil.net_connections(kind="tcp")
+            if c.pid in pids and c.status == psutil.CONN_LISTEN}
+
+
+def _raise_breach(module: str, attempts: dict, denied) -> None:
+    reached = {what: outcome for what, outcome in attempts.items() if not denied(outcome)}
+    if reached:
+        raise IsolationBreach(f"{module} reached: {reached}")
 
 
 @needs_root
@@ -627,17 +689,20 @@ class TestIsolation:
             hostd.serving("peek_files")
             good_a_pid = hostd.module("good_a")["pid"]
             pwned = data / "modules" / "good_a" / "fs" / "pwned.txt"
+            good_a_code = hostd.modules_dir / "good_a"
             attempts = hostd.query("peek", method="POST", read=[
                 str(secret_file), "/etc/shadow", str(data / "fs.key"), str(data / "store.url"),
                 str(data / "run" / "good_a.spec.json"), str(data / "run" / "runtime.json"),
                 str(data / "run" / "control.key"), str(data / "logs" / "good_a.log"),
                 f"/proc/{good_a_pid}/environ", f"/proc/{good_a_pid}/root{secret_file}",
-            ], write=[str(pwned)], listdir=[str(secret_file.parent), str(data / "run")],
+                str(good_a_code / "__init__.py"),
+            ], write=[str(pwned)], listdir=[str(secret_file.parent), str(data / "run"), str(data / "store"),
+                                            str(data / "logs"), str(good_a_code)],
                 signal0=[good_a_pid, hostd.process.pid])
             assert hostd.query("peek_own") == "my own data"  # the module itself works
             pwned_exists = pwned.exists()
         hostd.fix("peek_files")
-        assert len(attempts) == 15, attempts
+        assert len(attempts) == 19, attempts
         reached = {what: outcome for what, outcome in attempts.items()
                    if outcome not in (KILL_DENIED if what.startswith("kill") else DENIED)}
         if reached or pwned_exists:
@@ -649,12 +714,54 @@ class TestIsolation:
         with under_load(hostd):
             assert hostd.query("good_a_write_secret", secret=secret) is True
             url = (hostd.data_dir / "store.url").read_text().strip()
-            store_port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+            # every TCP port hostd's processes listen on but the HTTP one (the store has none),
+            # and the port an nx-27017 takes by default
+            store_ports = sorted((_tree_tcp_ports(hostd.process.pid) - {hostd.port}) | {27017})
             hostd.serving("steal_store")
-            attempts = hostd.query("steal", url=url, store_port=store_port, http_port=hostd.port)
+            attempts = hostd.query("steal", method="POST", url=url, store_ports=store_ports, http_port=hostd.port)
             assert hostd.query("steal_own") == "my own data"  # the injected db still works
         hostd.fix("steal_store")
-        assert set(attempts) == {"pymongo mod_good_a", "tcp store", "tcp hostd http"}, attempts
-        reached = {what: outcome for what, outcome in attempts.items() if outcome.startswith("ok")}
-        if reached:
-            raise IsolationBreach(f"steal_store reached over TCP: {reached}")
+        assert set(attempts) == {"pymongo mod_good_a", "tcp hostd http",
+                                 *(f"tcp store {port}" for port in store_ports)}, attempts
+        _raise_breach("steal_store", attempts, lambda outcome: not outcome.startswith("ok"))
+
+    def test_cannot_trace_hostd_or_read_its_environment(self, isolation_hostd):
+        hostd = isolation_hostd
+        with under_load(hostd):
+            hostd.serving("spy_hostd")
+            attempts = hostd.query("spy", hostd_pid=hostd.process.pid)
+            assert psutil.Process(hostd.process.pid).status() != psutil.STATUS_STOPPED
+        assert set(attempts) == {"ptrace hostd", "read hostd's environ"}, attempts
+        # ESRCH: hostd is not even visible to it
+        _raise_breach("spy_hostd", attempts, lambda outcome: outcome in ("EPERM", "EACCES", "ESRCH") or outcome in DENIED)
+
+    def test_cannot_make_a_user_namespace(self, isolation_hostd):
+        hostd = isolation_hostd
+        with under_load(hostd):
+            hostd.serving("spy_hostd")
+            outcome = hostd.query("make_user_namespace")
+        hostd.fix("spy_hostd")
+        if outcome not in ("EPERM", "EACCES", "ENOSPC"):  # ENOSPC: user.max_user_namespaces is 0
+            raise IsolationBreach(f"spy_hostd made a user namespace: {outcome}")
+
+    def test_db_client_cannot_forge_events_move_cursors_or_read_others(self, isolation_hostd):
+        """Last of its class: where it succeeds, good_a's cursor is left far ahead."""
+        hostd = isolation_hostd
+        marker = f"forged-{uuid.uuid4().hex}"
+        cursor_id = "c|good_a|count_events"
+        with _store(hostd) as store:
+            with under_load(hostd):  # its events move good_a's cursor: there is one to move
+                assert hostd.query("good_a_write_secret", secret=uuid.uuid4().hex) is True
+                hostd.serving("tamper_store")
+                attempts = {attempt: hostd.query("tamper", attempt=attempt, marker=marker, victim="good_a",
+                                                 victim_handler="count_events")
+                            for attempt in hostd.query("tamper_attempts")}
+                assert hostd.query("tamper_own") == "my own data"  # the injected db still works
+            cursor = store["insights_state"]["cursors"].find_one({"_id": cursor_id})
+            forged = store["insights"]["events"].find_one({"_id": marker})
+        hostd.fix("tamper_store")
+        assert len(attempts) == 4, attempts
+        assert cursor is not None, "good_a has no cursor: nothing was there to move"
+        _raise_breach("tamper_store", attempts, lambda outcome: not outcome.startswith("ok"))
+        if forged is not None or cursor["seq"] >= 10 ** 12:
+            raise IsolationBreach(f"tamper_store changed the store: forged event {forged}, cursor {cursor}")

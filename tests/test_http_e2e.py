@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from pathlib import Path
 import psutil
 import pymongo
 import pytest
+from pymongo.uri_parser import parse_uri
 
 from running_hostd import HttpClient, wait_until
 from sandbox.transport import batch_policy_allowed
@@ -862,7 +864,8 @@ def test_data_dir_lock_and_store_url(hostd, tmp_path):
     assert path.is_file()
     assert path.stat().st_mode & 0o777 == 0o600
     url = path.read_text().strip()
-    assert url.startswith("mongodb://127.0.0.1:")
+    (sock, port), = parse_uri(url)["nodelist"]
+    assert port is None and stat.S_ISSOCK(os.stat(sock).st_mode)  # a unix socket, no TCP port
     client = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
     try:
         assert client.admin.command("ping")["ok"] == 1

@@ -24,7 +24,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError, ServerSelectionTimeoutError
 
 from hostd.store import (HOST_DB_NAME, DataDirLock, DataDirLocked, EmbeddedStore, StoreStartError,
-                         connect, module_db_name, store_url_path)
+                         connect, module_db_name, store_url_path, unix_store_url)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -362,7 +362,8 @@ def test_store_url_file(store, data_dir):
     assert path == data_dir / "store.url"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text().strip() == store.url
-    assert store.url.startswith("mongodb://127.0.0.1:") and store.url.endswith("/")
+    assert store.url == unix_store_url(store.socket_path)    # a unix socket, no TCP port
+    assert store.url.startswith("mongodb://%2F")
     assert not list(data_dir.glob(".store.url*"))        # no temporary file left
 
 
@@ -420,7 +421,7 @@ def test_stop_removes_process_and_files(tmp_path):
     assert not store_url_path(tmp_path).exists()
     assert not (tmp_path / "store" / "nx.pid").exists()
     embedded.stop()                                       # idempotent
-    with embedded:                                        # restarts on the same port
+    with embedded:                                        # restarts on the same socket
         assert embedded.url == url
         assert store_url_path(tmp_path).read_text().strip() == url
     assert not _nx_children(tmp_path)
@@ -470,25 +471,6 @@ def test_unrelated_process_in_pid_file_is_left_alone(tmp_path):
         other.wait()
 
 
-def test_restart_falls_back_to_a_new_port_when_the_old_one_is_taken(tmp_path):
-    embedded = EmbeddedStore(tmp_path)
-    old_url = embedded.start()
-    embedded.stop()
-    port = int(old_url.rsplit(":", 1)[1].strip("/"))
-    with socket.socket() as squatter:
-        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        squatter.bind(("127.0.0.1", port))
-        squatter.listen()
-        try:
-            new_url = embedded.start()
-            assert new_url != old_url
-            assert store_url_path(tmp_path).read_text().strip() == new_url
-            with connect(new_url) as mongo:
-                assert mongo.admin.command("serverStatus")["pid"] == embedded.pid
-        finally:
-            embedded.stop()
-
-
 def test_server_dies_with_its_parent(tmp_path):
     parent = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from hostd.store import EmbeddedStore; "
@@ -534,7 +516,7 @@ def test_same_client_works_after_restart(store, client, data_dir):
     with connect(url, serverSelectionTimeoutMS=300) as probe:
         with pytest.raises(ServerSelectionTimeoutError):
             probe.admin.command("ping")
-    assert store.start() == url                           # same port again
+    assert store.start() == url                           # same socket again
     assert store_url_path(data_dir).read_text().strip() == url
     for attempt in range(3):                              # pooled sockets are dead
         try:

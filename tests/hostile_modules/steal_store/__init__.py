@@ -1,4 +1,4 @@
-"""Hostile: tries to reach the store (and hostd) over TCP, around its injected ``db``. Not a module to deploy."""
+"""Hostile: tries to reach the store (and hostd) around its injected ``db``: its URL, TCP. Not a module to deploy."""
 import socket
 
 import pymongo
@@ -19,8 +19,12 @@ def steal_store_status():
 
 
 @query()
-def steal(url: str, store_port: int, http_port: int):
-    """:returns: ``{attempt: "ok: ..." or the exception's type name}``."""
+def steal(url: str, store_ports: list[int], http_port: int):
+    """Read another module's database through the store's own URL (its unix socket, or
+    host:port), and open TCP connections to the given store ports and hostd's HTTP port.
+
+    :returns: ``{attempt: "ok: ..." or the exception's type name}``.
+    """
     def read_other_database():
         client = pymongo.MongoClient(url, serverSelectionTimeoutMS=500, connectTimeoutMS=500,
                                      socketTimeoutMS=500)
@@ -32,9 +36,11 @@ def steal(url: str, store_port: int, http_port: int):
     def connect(port):
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return "connected"
-    return {"pymongo mod_good_a": _outcome(read_other_database),
-            "tcp store": _outcome(lambda: connect(store_port)),
-            "tcp hostd http": _outcome(lambda: connect(http_port))}
+    attempts = {"pymongo mod_good_a": _outcome(read_other_database),
+                "tcp hostd http": _outcome(lambda: connect(http_port))}
+    for port in store_ports:
+        attempts[f"tcp store {port}"] = _outcome(lambda: connect(port))
+    return attempts
 
 
 @query()
