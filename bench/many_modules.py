@@ -14,6 +14,7 @@ Targets (issue 5): 50 modules ready within 10 s; at most 40 MB USS per idle sand
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import socket
@@ -105,6 +106,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", dest="json_path", help="also write the medians to this JSON file")
     args = parser.parse_args()
     modules = Path(tempfile.mkdtemp(prefix="insights-many-modules-"))
     results = {True: [], False: []}
@@ -130,6 +132,10 @@ def main() -> int:
               f" {median(prewarm, 'pss_mb'):10.1f}MB {median(prewarm, 'uss_total_mb'):8.0f}MB"
               f" {median(prewarm, 'pss_total_mb'):8.0f}MB")
     print("targets: ready within 10 s, at most 40 MB USS per idle sandbox")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(
+            {label: {key: median(prewarm, key) for key in results[prewarm][0]}
+             for prewarm, label in ((True, "prewarm"), (False, "fresh"))}, indent=1))
     return 0
 
 
