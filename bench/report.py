@@ -137,7 +137,7 @@ STEPS = (
     Step("query round trip", "query_roundtrip.py", ("--runs", "3", "--seconds", "3"),
          ("--runs", "1", "--seconds", "1"), lambda data, quick: _roundtrip_rows(data)),
     Step("ingestion (journaled) and realtime", "ingest.py",
-         ("--runs", "3", "--events", "5000", "--skip-celery", "--rt-requests", "100"),
+         ("--runs", "3", "--events", "3000", "--skip-celery", "--rt-requests", "100"),
          ("--runs", "1", "--events", "1000", "--skip-celery", "--rt-requests", "20"),
          lambda data, quick: _ingest_rows(data)),
     Step("ingestion (storage.journal = false)", "ingest.py",
@@ -146,9 +146,9 @@ STEPS = (
          lambda data, quick: _ingest_rows(data)),
     Step("many modules", "many_modules.py", ("--modules", "50", "--runs", "1"), ("--modules", "5", "--runs", "1"),
          lambda data, quick: _many_modules_rows(data, 5 if quick else 50)),
-    Step("property filter", "property_filter.py", ("--runs", "3", "--events", "10000"),
+    Step("property filter", "property_filter.py", ("--runs", "3", "--events", "6000"),
          ("--runs", "1", "--events", "2000"), lambda data, quick: _property_rows(data)),
-    Step("nodes", "nodes.py", ("--runs", "2", "--events", "4000", "--seconds", "3"),
+    Step("nodes", "nodes.py", ("--runs", "2", "--events", "3000", "--seconds", "3"),
          ("--runs", "1", "--events", "1000", "--seconds", "1"), lambda data, quick: _nodes_rows(data)),
 )
 
