@@ -487,6 +487,7 @@ def main() -> int:
     parser.add_argument("--no-journal", action="store_true",
                         help="run hostd with storage.journal = false (no disk sync per logged event)")
     parser.add_argument("--delivery-batch", type=int, default=2000, help="hostd events.batch_size")
+    parser.add_argument("--json", dest="json_path", help="also write the medians to this JSON file")
     args = parser.parse_args()
     HOSTD_SETTINGS["on"] = not args.no_journal
     HOSTD_SETTINGS["batch"] = args.delivery_batch
@@ -597,6 +598,13 @@ def main() -> int:
         if set(realtime["statuses"]) != {200}:
             print("    not every answer was 200: the answer did not wait for the realtime handler"
                   " (202: realtime delivery not implemented yet), so this figure is not meaningful yet")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps({
+            "journal": not args.no_journal, "ours": ours_rate, "ceiling": ceiling_rate,
+            "ceiling_j": median(ceiling_j), "problems": problems,
+            "realtime": None if not realtime else {
+                "p50": median(r["p50"] for r in realtime["runs"]), "p99": median(r["p99"] for r in realtime["runs"]),
+                "statuses": {str(k): v for k, v in realtime["statuses"].items()}}}, indent=1))
     return 0
 
 

@@ -15,6 +15,7 @@ ratio (stack / baseline). Needs ``wrk`` (Debian package ``wrk``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -122,6 +123,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=4, help="web workers of both (hostd's default: 4)")
+    parser.add_argument("--json", dest="json_path", help="also write the medians to this JSON file")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is needed (apt-get install wrk)", file=sys.stderr)
@@ -152,6 +154,11 @@ def main() -> int:
     ratio = median(results, "stack", "c16", "rps") / median(results, "baseline", "c16", "rps")
     print(f"added p50 at 1 connection: {added:.0f} us (target <= 250 us)")
     print(f"throughput ratio at 16 connections: {ratio:.2f}x (target >= 0.45x)")
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(
+            {name: {"p50_c1": median(results, name, "c1", "p50"), "p99_c1": median(results, name, "c1", "p99"),
+                    "rps_c1": median(results, name, "c1", "rps"), "rps_c16": median(results, name, "c16", "rps")}
+             for name in results}, indent=1))
     return 0
 
 

@@ -26,7 +26,8 @@ def create_app(web) -> falcon.App:
     :returns: the WSGI application.
     """
     metrics_middleware, metrics = build_metrics(lambda: web.module_status(), lambda: web.table.snapshot().modules,
-                                                getattr(web, "call_observers", None))
+                                                getattr(web, "call_observers", None),
+                                                getattr(web, "retention_stats", None))
     authenticator = Authenticator(web.config)
     app = falcon.App(middleware=[OriginGuard(web.config["server.bind"]), authenticator, metrics_middleware])
     app.req_options.auto_parse_form_urlencoded = False

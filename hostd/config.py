@@ -138,6 +138,13 @@ SETTINGS = (
     Setting("sandbox.uid_base", 61000, int, "First of the uids given to sandboxes (one per module)."),
     Setting("events.batch_size", 2000, int, "Events read from the log and delivered per handler call."),
     Setting("events.poll_interval_s", 0.05, float, "How often idle consumers look for new events."),
+    Setting("events.retention_days", 0.0, float,
+            "Delete event-log entries received more than this many days ago, once every handler's"
+            " cursor (of modules running, stopped or removed) is past them (0: keep every event)."),
+    Setting("events.dead_letter_retention_days", 0.0, float,
+            "Delete dead letters parked more than this many days ago (0: keep them until retried)."),
+    Setting("events.retention_interval_s", 300.0, float,
+            "How often hostd deletes what the two retention settings let go, in seconds."),
     Setting("logging.level", "INFO", str, "Log level of hostd and the sandboxes."),
     Setting("auth.required", "auto", str,
             "Whether requests need a token. auto: unless hostd is bound to a loopback address;"

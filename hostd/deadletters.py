@@ -93,3 +93,16 @@ class DeadLetters:
         """The handler accepted the event this time."""
         self._coll.delete_one({"_id": letter["_id"]})
         self._recount(letter["module"])
+
+    def expire(self, before: float) -> int:
+        """Delete the letters parked before ``before`` (epoch seconds), except those marked for retry.
+
+        Idempotent, so several nodes may run it at once; the counts of every module are read again
+        (other nodes may have deleted too).
+
+        :returns: how many this call deleted.
+        """
+        deleted = self._coll.delete_many({"at": {"$lt": before}, "status": "dead"}).deleted_count
+        for module in set(self._coll.distinct("module")) | set(self._counts):
+            self._recount(module)
+        return deleted

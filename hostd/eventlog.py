@@ -201,3 +201,11 @@ class Cursors:
         """Acknowledge ``[(module, handler, seq)]`` in one round trip (never moves backwards)."""
         self._coll.bulk_write([pymongo.UpdateOne({"_id": self.key(m, h)}, {"$max": {"seq": seq}}, upsert=True)
                                for m, h, seq in positions], ordered=False)
+
+    def lowest(self) -> tuple[int, str, str] | None:
+        """:returns: ``(seq, module, handler)`` of the cursor furthest behind, read now (None: no cursor)."""
+        doc = self._coll.find_one({}, {"seq": 1}, sort=[("seq", 1)])
+        if doc is None:
+            return None
+        _, module, handler = doc["_id"].split("|", 2)
+        return doc["seq"], module, handler

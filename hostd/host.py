@@ -18,7 +18,7 @@ from sandbox.errors import ModuleLoadError
 from sandbox.loader import read_manifest
 from sandbox.transport import Contexts
 
-from .broker import Broker
+from .broker import Broker, ControlVerb
 from .catalog import LayerDescriber
 from .cgroups import CgroupManager
 from .config import Config
@@ -38,6 +38,7 @@ from .paths import HostPaths
 from .placement import CpuPlacement
 from .rebuild import Rebuilds
 from .reloader import Reloader
+from .retention import Retention, RetentionSettings, RetentionThread
 from .scheduler import CronLeases, CronScheduler
 from .storage import HostStorage
 from .store import DataDirLock
@@ -87,6 +88,8 @@ class Host:
         self._monitor: threading.Thread | None = None
         self._reloader: Reloader | None = None
         self._fs_sweeper: FileSweeper | None = None
+        self.retention: Retention | None = None
+        self._retention_thread: RetentionThread | None = None
         self._policy = RestartPolicy.from_config(config)
 
     # -- lifecycle -----------------------------------------------------------
@@ -132,7 +135,8 @@ class Host:
         peers = Federation.from_config(self.config)
         self.broker = Broker(self._contexts.general, self.paths, self.control_key, self.modules.signer_of,
                              self.modules.report, lambda kind, name: self.modules.snapshot().resolve(kind, name),
-                             self._control.verbs(), peers.call if peers is not None else None)
+                             {**self._control.verbs(), "retention": ControlVerb(lambda message: self.retention_stats())},
+                             peers.call if peers is not None else None)
         self.broker.start()
         self.broker.wait_bound()
 
@@ -157,16 +161,35 @@ class Host:
         self._fs_sweeper = FileSweeper(ExpirySweeper(self.config["storage.fs"], self.paths.data / "modules",
                                                      self.storage.client), self.config["storage.fs_sweep_s"])
         self._fs_sweeper.start()
+        self._start_retention()
         self._monitor = threading.Thread(target=self._monitor_loop, name="insights-monitor", daemon=True)
         self._monitor.start()
         if self._explicit_modules is None and self.config["modules.reload"]:
             self._reloader = Reloader(self.config["modules.paths"], self._reload_requests.put)
             self._reloader.start()
 
+    def _start_retention(self) -> None:
+        """Expire old log entries and dead letters every ``events.retention_interval_s`` (if asked to)."""
+        storage = self.storage
+        self.retention = Retention(storage.eventlog, storage.cursors, storage.dead_letters,
+                                   RetentionSettings.from_config(self.config), self._delivery_positions)
+        if self.retention.settings.enabled:
+            self._retention_thread = RetentionThread(self.retention)
+            self._retention_thread.start()
+
+    def _delivery_positions(self) -> list[int]:
+        """:returns: every handler position this node's delivery threads hold in memory."""
+        return [state.position or 0 for thread in (self.delivery, self.realtime)
+                for module in self.modules.names() for state in thread.states(module)]
+
+    def retention_stats(self) -> dict:
+        """:returns: :meth:`~hostd.retention.Retention.stats` (``{}`` before the host started)."""
+        return self.retention.stats() if self.retention is not None else {}
+
     def stop(self) -> None:
         """Stop the threads, every sandbox at once, then the store; release the data dir. Idempotent."""
         self._stopping.set()
-        for thread in (self._reloader, self._fs_sweeper, self._monitor, self.scheduler, self.delivery,
+        for thread in (self._reloader, self._fs_sweeper, self._retention_thread, self._monitor, self.scheduler, self.delivery,
                        self.realtime):
             if thread is not None and thread.is_alive():
                 if hasattr(thread, "stop"):

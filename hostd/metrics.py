@@ -122,11 +122,14 @@ class HostCollector:
     :param module_records: ``() -> {module: record}``, the module table the web workers
         read: its ``last_exit`` says why a sandbox last died, where ``last_error`` may
         since have become the traceback of a call that raised.
+    :param retention_stats: ``() -> dict``, the host's
+        :meth:`~hostd.retention.Retention.stats`, or ``None``.
     """
 
-    def __init__(self, module_status, module_records):
+    def __init__(self, module_status, module_records, retention_stats=None):
         self._module_status = module_status
         self._module_records = module_records
+        self._retention_stats = retention_stats
 
     def collect(self):
         """:returns: the metric families (none when the host does not answer: the scrape goes on)."""
@@ -137,7 +140,33 @@ class HostCollector:
             status = None
         up = GaugeMetricFamily("insights_host_up", "1 when the host answered this scrape's module status")
         up.add_metric([], 0 if status is None else 1)
-        return [up] if status is None else [up, *self._families(status, self._module_records())]
+        if status is None:
+            return [up]
+        return [up, *self._families(status, self._module_records()), *self._retention()]
+
+    def _retention(self):
+        """:returns: the retention figures of the host (none when it has none or does not answer)."""
+        try:
+            stats = self._retention_stats() if self._retention_stats is not None else None
+        except Exception:
+            log.warning("/metrics: the host's retention figures are unavailable", exc_info=True)
+            stats = None
+        if not stats:
+            return []
+        deleted = CounterMetricFamily("insights_retention_deleted", "Log entries and dead letters this hostd"
+                                      " deleted as too old since it started", labels=["kind"])
+        deleted.add_metric(["events"], stats["events"])
+        deleted.add_metric(["dead_letters"], stats["dead_letters"])
+        runs = CounterMetricFamily("insights_retention_runs", "Retention passes since hostd started")
+        runs.add_metric([], stats["runs"])
+        last = GaugeMetricFamily("insights_retention_last_run_timestamp_seconds",
+                                 "When the last retention pass ended (0: none yet)")
+        last.add_metric([], stats["last_run"])
+        held = GaugeMetricFamily("insights_retention_held_back", "1 while a handler's cursor keeps log"
+                                 " entries older than events.retention_days", labels=["handler"])
+        if stats.get("held_back_by"):
+            held.add_metric([stats["held_back_by"]], 1)
+        return [deleted, runs, last, held]
 
     @staticmethod
     def _families(status: dict, records: dict):
@@ -212,7 +241,7 @@ class MetricsResource:
         resp.data = generate_latest(self._registry)
 
 
-def build(module_status, module_records, call_observers=None):
+def build(module_status, module_records, call_observers=None, retention_stats=None):
     """The metric objects of one app, its middleware and its ``/metrics`` resource.
 
     In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set) the worker's metrics
@@ -224,6 +253,7 @@ def build(module_status, module_records, call_observers=None):
     :param module_records: ``() -> {module: record}``, the module table.
     :param call_observers: the web context's list of call observers
         (:attr:`hostd.web.WebContext.call_observers`), or ``None`` when it has none.
+    :param retention_stats: ``() -> dict``, the host's retention figures, or ``None``.
     :returns: ``(middleware, resource)``.
     """
     multiprocess = bool(os.environ.get(MULTIPROC_ENV))
@@ -231,7 +261,7 @@ def build(module_status, module_records, call_observers=None):
     metrics = WebMetrics(None if multiprocess else registry)
     if multiprocess:
         MultiProcessCollector(registry)
-    registry.register(HostCollector(module_status, module_records))
+    registry.register(HostCollector(module_status, module_records, retention_stats))
     if call_observers is not None:
         call_observers.append(metrics.observe_call)
     return RequestMetrics(metrics), MetricsResource(registry)

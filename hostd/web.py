@@ -170,6 +170,10 @@ class WebContext:
         """:returns: the ``/modules`` answer, asked of the host."""
         return self._control_request("status", 10.0)
 
+    def retention_stats(self) -> dict:
+        """:returns: the host's retention figures (:meth:`hostd.retention.Retention.stats`)."""
+        return self._control_request("retention", 10.0)
+
     def stored_events(self, ids: list[str]) -> dict:
         """:returns: ``{identity: event}`` of the logged events among ``ids``."""
         return self._control_request("stored_events", 10.0, ids=list(ids))
