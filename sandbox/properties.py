@@ -38,6 +38,7 @@ ENTRY_POINT_GROUP = "insights.properties"
 _loads = itertools.count(1)
 _PROPERTY = "__insights_property__"
 _SOURCE = "__insights_source__"
+_SOURCES_KEY = "__sources__"
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,15 @@ class PropertyRegistry:
         return self.index.is_empty()
 
     def sources_of(self, event) -> list[str]:
-        """:returns: the names of the sources whose predicate accepts ``event``."""
+        """:returns: the names of the sources whose predicate accepts ``event`` (asked once per
+            :class:`~sandbox.events.Event`: every property of it dispatches on the same answer)."""
+        cached = getattr(event, "_cached", None)
+        if cached is not None:
+            # keyed by how many predicates there are: a layer imported later may add some
+            return cached((_SOURCES_KEY, len(self._source_predicates())), lambda: self._sources_of(event))
+        return self._sources_of(event)
+
+    def _sources_of(self, event) -> list[str]:
         found = []
         for name, predicate in self._source_predicates().items():
             try:

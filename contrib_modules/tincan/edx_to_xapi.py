@@ -60,8 +60,12 @@ def _activity(activity_id, kind, **definition):
 def _clean(value):
     """Drop None / empty values recursively (as Open edX does before sending)."""
     if isinstance(value, dict):
-        value = {k: _clean(v) for k, v in value.items()}
-        return {k: v for k, v in value.items() if v is not None and (v != {} and v != [] and v != "")}
+        kept = {}
+        for key, item in value.items():  # one pass: this runs for every event a filter reads
+            item = _clean(item)
+            if item is not None and item != {} and item != [] and item != "":
+                kept[key] = item
+        return kept
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
