@@ -27,6 +27,7 @@ import psutil
 import pytest
 
 from running_hostd import start_daemon, stop_daemon, wait_until
+from unprivileged import account as unprivileged_account
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -37,12 +38,16 @@ START_TIMEOUT_S = 4
 HTTP_TIMEOUT_S = 30
 
 
-@pytest.fixture(scope="module", params=["auto", "user"])
+@pytest.fixture(scope="module", params=["auto", "user", "unprivileged"])
 def hostd(request, tmp_path_factory):
-    """A daemon confining sandboxes as it can (root mode when root), then in user-namespace mode."""
+    """A daemon confining sandboxes as it can (root mode when root), then in user-namespace
+    mode, then run as an unprivileged user (tests/unprivileged.py)."""
+    account = unprivileged_account() if request.param == "unprivileged" else None
+    isolation = "user" if request.param == "user" else "auto"
     daemon = start_daemon(tmp_path_factory.mktemp("layers"), LAYER_MODULES, RUNNING, FAILED,
-                          limits=f"start_timeout_s = {START_TIMEOUT_S}",
-                          more=f'[sandbox]\nisolation = "{request.param}"\n')
+                          limits=f"start_timeout_s = {START_TIMEOUT_S}", account=account,
+                          more=f'[sandbox]\nisolation = "{isolation}"\n')
+    daemon.account = account
     try:
         yield daemon
     finally:
@@ -89,7 +94,9 @@ def test_a_data_layer_is_imported_only_by_sandboxes_never_by_hostd(hostd):
     consumer_pid = hostd.modules()["spy_consumer"]["pid"]
     assert any(r["pid"] == consumer_pid for r in records), (consumer_pid, records)  # read where it is used
     assert {r["home"] for r in records} <= {"layer_spy", "spy_consumer"}, records  # by no one else
-    if os.geteuid() == 0 and hostd.modules()["spy_consumer"]["confinement"].get("uid"):
+    if hostd.account is not None:
+        assert {r["euid"] for r in records} == {hostd.account.uid}, records
+    elif os.geteuid() == 0 and hostd.modules()["spy_consumer"]["confinement"].get("uid"):
         assert all(r["euid"] != 0 for r in records), records  # root mode: the module's own uid
 
 
