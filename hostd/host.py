@@ -149,7 +149,7 @@ class Host:
             self._forkserver = ForkServer(self.paths.ipc / "forkserver.sock", sandbox_environment())
         self._launcher = Launcher(self.paths, self.config, self.storage.url, self.broker.ensure_upcall,
                                   self._cgroups, self._isolation, self._forkserver,
-                                  CpuPlacement(self.config["sandbox.pin_cpu"]))
+                                  CpuPlacement(self.config["sandbox.pin_cpu"]), self.storage.release_leases)
         limits = self.config.limits()
         self._describer = LayerDescriber(
             lambda identity, folder, layer: self._launcher.describe_layer(identity, folder, layer, limits))

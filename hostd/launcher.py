@@ -9,6 +9,7 @@ knows how.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from sandbox.errors import ModuleLoadError
+from sandbox.memoize import owner_prefix
 
 __all__ = ["Launcher", "Sandbox", "sandbox_environment"]
 
@@ -56,8 +58,9 @@ class Sandbox:
     :param limits: the limits it runs under.
     """
 
-    def __init__(self, process, cgroup, limits: dict):
+    def __init__(self, process, cgroup, limits: dict, on_gone=None):
         self.process = process
+        self._on_gone = on_gone
         self._cgroup = cgroup
         self._counters = cgroup.counters() if cgroup is not None else {"oom_kill": 0, "pids_max": 0}
         self._limits = limits
@@ -101,10 +104,13 @@ class Sandbox:
         return f"sandbox process exited with status {status}"
 
     def cleanup(self) -> None:
-        """Remove its cgroup, with whatever it left behind (after it exited)."""
+        """Remove its cgroup, with whatever it left behind, and release what it held (after it exited)."""
         if self._cgroup is not None:
             self._cgroup.remove()
             self._cgroup = None
+        if self._on_gone is not None:
+            on_gone, self._on_gone = self._on_gone, None
+            on_gone()
 
 
 class Launcher:
@@ -119,10 +125,12 @@ class Launcher:
     :param isolation: the host's :class:`~hostd.isolation.Isolation` (None: not isolated).
     :param forkserver: the host's :class:`~hostd.forkclient.ForkServer` (None: fresh interpreters).
     :param placement: the host's :class:`~hostd.placement.CpuPlacement` (None: not pinned).
+    :param release_leases: ``release_leases(module, owner_prefix)``: end the memoize leases a
+        dead sandbox held (see :func:`sandbox.memoize.owner_prefix`).
     """
 
     def __init__(self, paths, settings, store_url: str, bind_upcall=None, cgroups=None, isolation=None,
-                 forkserver=None, placement=None):
+                 forkserver=None, placement=None, release_leases=None):
         self._paths = paths
         self._settings = settings
         self._store_url = store_url
@@ -131,6 +139,7 @@ class Launcher:
         self._isolation = isolation
         self._forkserver = forkserver
         self._placement = placement
+        self._release_leases = release_leases
         #: the data-layer catalog every sandbox gets (see :meth:`~hostd.catalog.PropertyCatalog.for_sandboxes`)
         self.layers: dict = {"layers": [], "failed": {}}
 
@@ -173,7 +182,11 @@ class Launcher:
                 process = subprocess.Popen([sys.executable, "-P", "-m", "sandbox", str(spec_path)],
                                            stdin=subprocess.DEVNULL, stdout=log_file,
                                            stderr=subprocess.STDOUT, cwd=data, env=env, close_fds=True)
-        return Sandbox(process, cgroup, limits)
+        on_gone = None
+        if self._release_leases is not None:
+            prefix = owner_prefix(self.call_endpoint(module), process.pid)
+            on_gone = functools.partial(self._release_leases, module, prefix)
+        return Sandbox(process, cgroup, limits, on_gone)
 
     def describe_layer(self, identity: str, folder: Path | None, layer: dict, limits: dict) -> dict:
         """Have a confined probe import one data layer and say what it declares.

@@ -1,11 +1,17 @@
 """The host's own storage: the store it uses, and the collections it keeps there."""
 from __future__ import annotations
 
+import logging
+
+from sandbox.cache import COLLECTION, CacheStore
+
 from . import store as storemod
 from .deadletters import DeadLetters
 from .eventlog import Cursors, EventLog
 
 __all__ = ["HostStorage"]
+
+log = logging.getLogger("insights.storage")
 
 
 class HostStorage:
@@ -46,6 +52,20 @@ class HostStorage:
         self.cursors = Cursors(state)
         self.dead_letters = DeadLetters(state)
         self.dead_letters.resume()
+
+    def release_leases(self, module: str, owner_prefix: str) -> None:
+        """End the memoize leases in ``module``'s cache that a dead sandbox held, so that other
+        processes computing the same results take over at once instead of waiting for them to lapse."""
+        if self.client is None:
+            return
+        try:
+            store = CacheStore(self.client[storemod.module_db_name(module)][COLLECTION])
+            released = store.release_leases_of(owner_prefix)
+        except Exception as err:  # the store is down: the leases lapse on their own
+            log.warning("could not release the leases of a dead sandbox of %s: %s", module, err)
+            return
+        if released:
+            log.info("released %d memoize lease(s) held by a dead sandbox of %s", released, module)
 
     def close(self) -> None:
         """Close the client and stop the embedded store. Idempotent."""

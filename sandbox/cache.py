@@ -145,6 +145,17 @@ class CacheStore:
         # or the call changes nothing and returns None (the embedded store).
         return self._lease(doc_id, {"lease_until": {"$lt": self._clock()}}, owner, lease_s, upsert=True)
 
+    def release_leases_of(self, owner_prefix: str) -> int:
+        """End every lease whose owner starts with ``owner_prefix`` (a process known to be dead).
+
+        :returns: how many were released.
+        """
+        import re
+        result = self._collection.update_many(
+            {"owner": {"$regex": "^" + re.escape(owner_prefix)}, "lease_until": {"$gt": 0.0}},
+            {"$set": {"lease_until": 0.0, "owner": ""}})
+        return result.modified_count
+
     def take_over(self, doc_id: str, dead_owner: str, owner: str, lease_s: float) -> Entry | None:
         """Take the lease on ``doc_id`` from ``dead_owner`` (a process known to be gone).
 

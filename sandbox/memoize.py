@@ -18,8 +18,10 @@ Single flight: a caller that finds no fresh result takes a *lease* on the key
 (an atomic conditional upsert) and computes; a caller that finds a live lease
 polls the store until the result appears, or until the lease lapses after
 ``timeout`` seconds, and then takes it over. A computation that raises gives
-its lease back at once; a lease whose owner ran on this machine and is gone
-(killed at a call's deadline, say) is taken over at once too. Within one
+its lease back at once; when a sandbox dies (killed at a call's deadline, say),
+its hostd releases the leases it held, and a lease held by an earlier sandbox of
+the same module under the same hostd (which runs one at a time) is taken over at
+once too. Within one
 sandbox calls are served one at a time, so concurrent callers there simply
 find the result the first one stored; while one waits for another process, the
 sandbox serves its other calls.
@@ -61,14 +63,16 @@ class Memos:
     #: first and longest pause (seconds) between two reads while another process computes
     POLL_S, MAX_POLL_S = 0.02, 0.25
 
-    def __init__(self, store, services, sleep=time.sleep):
+    def __init__(self, store, services, sleep=time.sleep, instance: str = ""):
         self._store_factory = store
         self._store: CacheStore | None = None
         self.services = services
         self._sleep = sleep
-        self._host = socket.gethostname()
+        #: which sandbox slot this is: the machine, and the module's place under one hostd
+        self._host = _slot(instance)
+        self._one_at_a_time = bool(instance)
         #: this process's name on the leases it takes: ``host:pid:token``
-        self.owner = f"{self._host}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.owner = f"{owner_prefix(instance, os.getpid())}{os.urandom(4).hex()}"
         self._computing: set = set()
 
     @property
@@ -93,7 +97,7 @@ class Memos:
             taken = None
             if not entry.leased:
                 taken = self.store.acquire(doc_id, self.owner, lease_s)
-            elif _gone(entry.owner, self._host):
+            elif _gone(entry.owner, self._host, self._one_at_a_time):
                 taken = self.store.take_over(doc_id, entry.owner, self.owner, lease_s)
             if taken is not None and taken.data is not None:  # stored since our read
                 self.store.release(doc_id, self.owner)
@@ -136,12 +140,29 @@ class Memos:
         return unpack(data)  # what every later caller gets: plain lists for numpy arrays
 
 
-def _gone(owner: str, host: str) -> bool:
-    """:returns: whether the process named ``owner`` (``host:pid:token``) ran on this machine
-        (``host``) and is gone. Elsewhere, or if unsure, it may be alive: its lease must lapse."""
+def _slot(instance: str) -> str:
+    return f"{socket.gethostname()}|{instance}" if instance else socket.gethostname()
+
+
+def owner_prefix(instance: str, pid: int) -> str:
+    """:returns: how the leases taken by process ``pid`` of sandbox slot ``instance`` (a
+        module's call endpoint under one hostd) begin: hostd releases them when it dies."""
+    return f"{_slot(instance)}:{pid}:"
+
+
+def _gone(owner: str, host: str, one_at_a_time: bool = False) -> bool:
+    """:returns: whether the process named ``owner`` (``host:pid:token``) ran in this sandbox
+        slot (``host``) and is gone. Elsewhere, or if unsure, it may be alive: its lease must lapse.
+
+    :param one_at_a_time: ``host`` names a slot that holds one process at a time (a module
+        under one hostd), so another process there is a dead predecessor. Otherwise ``/proc``
+        is asked, which a confined sandbox may not be able to see.
+    """
     parts = owner.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or int(parts[1]) == os.getpid():
         return False
+    if one_at_a_time:
+        return True
     try:
         with open(f"/proc/{parts[1]}/stat", "rb") as handle:
             state = handle.read().rsplit(b")", 1)[1].split()[0]

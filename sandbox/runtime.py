@@ -70,7 +70,8 @@ class ModuleRuntime:
         self._fs = None
         self._cache_store = None
         #: the module's memoized results (installed for module code by :func:`sandbox.memoize.use`)
-        self.memos = memoize.Memos(lambda: self.cache_store, self.service, sleep=wait)
+        self.memos = memoize.Memos(lambda: self.cache_store, self.service, sleep=wait,
+                                   instance=spec.get("call_endpoint", ""))
         self.log = logging.getLogger(f"insights.module.{loaded.name}")
         self.query = EndpointProxy(upcaller, "query", self.call_local, loaded.describe)
         self.view = EndpointProxy(upcaller, "view", self.call_local, loaded.describe)
