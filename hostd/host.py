@@ -19,6 +19,7 @@ from sandbox.loader import read_manifest
 from sandbox.transport import Contexts
 
 from .broker import Broker
+from .cluster import Cluster
 from .cgroups import CgroupManager
 from .config import Config
 from .control import ControlService
@@ -65,6 +66,7 @@ class Host:
         self._reload_requests: queue.Queue = queue.Queue()
         self._lock: DataDirLock | None = None
         self.storage = HostStorage(config, self.paths.data)
+        self.cluster: Cluster | None = None
         self.control_key: bytes | None = None
         self._fs_master_key: bytes | None = None
         self._contexts: Contexts | None = None
@@ -94,9 +96,12 @@ class Host:
         self._lock.acquire()
         try:
             self.storage.open()
+            self.cluster = Cluster(self.config, self.paths.data, self.storage.state_db, self.storage.cursors,
+                                   self.storage.eventlog.voids_between)
             self.control_key = load_secret(self.paths.run / "control.key")
             self._fs_master_key = load_secret(self.paths.data / "fs.key")
-            write_runtime_file(self.paths.runtime_file, self.config, self.paths, self.control_key,
+            web_config = Config({**self.config.as_dict(), "cluster.node_id": self.cluster.node})
+            write_runtime_file(self.paths.runtime_file, web_config, self.paths, self.control_key,
                                self._fs_master_key, self.storage.url)
             self._contexts = Contexts()
             self._start_event_path()
@@ -114,17 +119,20 @@ class Host:
                  self._contexts, settings)
         self.ingest = IngestThread(self.paths.ingest_endpoint, self.control_key, storage.eventlog,
                                    self._on_appended, self._contexts.general, self.handlers.realtime_matches,
-                                   lambda module, handler: self.realtime.position(module, handler),
+                                   lambda module, handler: self.cluster.position(self.realtime.position, module,
+                                                                                 handler),
                                    self.config["limits.realtime_timeout_s"])
-        self.delivery = Delivery(*parts, modes=("queued", "batch"))
-        self.realtime = Delivery(*parts, modes=("realtime",), on_progress=self.ingest.realtime_progress)
+        self.delivery = Delivery(*parts, modes=("queued", "batch"), cluster=self.cluster)
+        self.realtime = Delivery(*parts, modes=("realtime",), on_progress=self.ingest.realtime_progress,
+                                 cluster=self.cluster)
         self.scheduler = CronScheduler(CronLeases(storage.state_db), self.modules.record, self._contexts,
-                                       lambda module, pid, reason: self.modules.report(module, CallTimedOut(pid, reason)))
+                                       lambda module, pid, reason: self.modules.report(module, CallTimedOut(pid, reason)),
+                                       may_run=self.cluster.may_run)
         self.ingest.start()
         self.ingest.wait_bound()
         self._rebuilds = Rebuilds(self.modules, self.handlers, (self.delivery, self.realtime), storage)
         self._control = ControlService(self.modules, (self.delivery, self.realtime), storage.eventlog,
-                                       storage.dead_letters, self.scheduler, self._rebuilds)
+                                       storage.dead_letters, self.scheduler, self._rebuilds, self.cluster)
         self.broker = Broker(self._contexts.general, self.paths, self.control_key, self.modules.signer_of,
                              self.modules.report, lambda kind, name: self.modules.snapshot().resolve(kind, name),
                              self._control.verbs())
@@ -141,6 +149,7 @@ class Host:
         self._launcher = Launcher(self.paths, self.config, self.storage.url, self.broker.ensure_upcall,
                                   self._cgroups, self._isolation, self._forkserver,
                                   CpuPlacement(self.config["sandbox.pin_cpu"]))
+        self.cluster.start()
         discovery = self._discover()
         self.modules.apply(discovery)
         self.delivery.start()
@@ -164,6 +173,8 @@ class Host:
                 if hasattr(thread, "stop"):
                     thread.stop()
                 thread.join(10)
+        if self.cluster is not None:  # nothing feeds its consumers any more: give the leases back
+            self.cluster.stop()
         if self.modules is not None:
             self.modules.stop()
         for thread in (self.broker, self.ingest):
@@ -194,8 +205,8 @@ class Host:
     # -- supervision -----------------------------------------------------------
     def _discover(self, names=None):
         serving = [] if names is None else [n for n in self._launcher.properties_files if n not in names]
-        discovery = discover(self.config["modules.paths"], self._explicit_modules, self._property_modules,
-                             first=serving)
+        discovery = self.cluster.placement.restrict(discover(
+            self.config["modules.paths"], self._explicit_modules, self._property_modules, first=serving))
         self._launcher.properties_files = discovery.properties_files
         return discovery
 
@@ -244,6 +255,8 @@ class Host:
     def _published(self, records: dict, properties) -> None:
         """A new module table: the handler table and the scheduler follow it."""
         self.handlers.update(records, properties)
+        if self.cluster is not None:
+            self.cluster.follow(self.handlers.routes(), records)
         if self.scheduler is not None:
             self.scheduler.update(records)
 
