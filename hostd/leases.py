@@ -35,7 +35,9 @@ import threading
 import time
 from collections import defaultdict
 
+import pymongo
 import pymongo.errors
+from pymongo.read_concern import ReadConcern
 
 __all__ = ["LeaseTable", "LeaseKeeper", "deal"]
 
@@ -49,8 +51,10 @@ class LeaseTable:
     """
 
     def __init__(self, db):
-        self._leases = db["leases"]
-        self._nodes = db["nodes"]
+        # on a replica set, a lease must survive a failover, or two nodes could hold it
+        durable = {"write_concern": pymongo.WriteConcern(w="majority"), "read_concern": ReadConcern("majority")}
+        self._leases = db.get_collection("leases", **durable)
+        self._nodes = db.get_collection("nodes", **durable)
 
     def renew(self, name: str, holder: str, lease_s: float, now: float) -> bool:
         """Extend a lease ``holder`` holds. :returns: whether it still held it."""
