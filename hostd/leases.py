@@ -19,10 +19,14 @@ Rules the keeper follows:
 * It takes leases that expired (their holder died or gave them back).
 * Leases spread over nodes: each node publishes, in the ``nodes`` collection,
   the lease names it wants (those of the modules it runs) with a heartbeat.
-  Names wanted by the same set of live nodes are dealt round-robin over them;
-  a node holding a name dealt to another live node stops feeding it at once,
-  stops renewing it and reserves it for that node, which takes it when it
-  expires (others may only after a further ``lease_s``).
+  Of the names wanted by one same set of live nodes, each node should hold at
+  most its share (their number divided by the nodes', rounded up). A node at
+  its share leaves a free name to a node below it; a node above its share (at
+  two passes in a row) hands one name per pass over to the node of the set
+  holding the fewest: it stops feeding it at once, stops renewing it and
+  reserves it for that node, which takes it when it expires (others may only
+  half a lease later). Only the excess moves: a node joining or leaving does
+  not reshuffle the others.
 * On a clean stop it gives every lease back, so other nodes take over at once.
 
 Clocks: ``until`` is wall-clock time compared across nodes, so nodes' clocks
@@ -31,15 +35,16 @@ must agree to well under ``lease_s / 2`` (NTP does).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pymongo
 import pymongo.errors
 from pymongo.read_concern import ReadConcern
 
-__all__ = ["LeaseTable", "LeaseKeeper", "deal"]
+__all__ = ["LeaseTable", "LeaseKeeper", "shares"]
 
 log = logging.getLogger("insights.leases")
 
@@ -82,7 +87,7 @@ class LeaseTable:
     def reserve(self, name: str, holder: str, node: str, lease_s: float, now: float) -> None:
         """Hand a lease ``holder`` holds over to ``node`` once it expires."""
         self._leases.update_one({"_id": name, "holder": holder},
-                                {"$set": {"reserved_for": node, "reserved_until": now + 2 * lease_s}})
+                                {"$set": {"reserved_for": node, "reserved_until": now + 1.5 * lease_s}})
 
     def release(self, names, holder: str) -> None:
         """Give leases back at once."""
@@ -104,30 +109,30 @@ class LeaseTable:
         self._nodes.delete_one({"_id": node})
 
     def live_nodes(self, now: float, lease_s: float) -> dict:
-        """:returns: ``{node: set of wanted names}`` of the nodes that beat in the last half lease."""
-        docs = self._nodes.find({"beat": {"$gt": now - lease_s / 2}}).limit(10_000)
-        return {d["_id"]: set(d.get("wants") or ()) for d in docs}
+        """:returns: ``{node: (set of wanted names, last heartbeat)}`` of the nodes that beat
+            within the last lease."""
+        docs = self._nodes.find({"beat": {"$gt": now - lease_s}}).limit(10_000)
+        return {d["_id"]: (set(d.get("wants") or ()), d["beat"]) for d in docs}
 
 
-def deal(nodes: dict) -> dict:
-    """Spread lease names over nodes.
+def shares(nodes: dict) -> dict:
+    """How many of each group of lease names a node should hold.
 
     :param nodes: ``{node: set of names it wants}``.
-    :returns: ``{name: node}``: the names wanted by one same set of nodes, sorted, dealt
-        round-robin over those nodes, sorted.
+    :returns: ``{name: (group, quota)}``: ``group`` the sorted nodes wanting the name,
+        ``quota`` the most names of that group one of them should hold (the group's names
+        divided by its nodes, rounded up).
     """
     wanting = defaultdict(set)
     for node, names in nodes.items():
         for name in names:
             wanting[name].add(node)
-    groups = defaultdict(list)
+    groups = Counter(tuple(sorted(group)) for group in wanting.values())
+    out = {}
     for name, group in wanting.items():
-        groups[tuple(sorted(group))].append(name)
-    dealt = {}
-    for group, names in groups.items():
-        for index, name in enumerate(sorted(names)):
-            dealt[name] = group[index % len(group)]
-    return dealt
+        key = tuple(sorted(group))
+        out[name] = (key, math.ceil(groups[key] / len(key)))
+    return out
 
 
 class LeaseKeeper(threading.Thread):
@@ -148,8 +153,8 @@ class LeaseKeeper(threading.Thread):
         self.lease_s = lease_s
         self._wanted: frozenset = frozenset()
         self._held: dict = {}       # name -> (epoch, usable until: monotonic)
-        self._leaving: set = set()  # reserved for another node: not fed, not renewed
         self._holders: dict = {}    # name -> node, as last read
+        self._shedding: dict = {}   # name -> the node it was to be handed to at the last pass
         self._epochs = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -216,19 +221,23 @@ class LeaseKeeper(threading.Thread):
         wanted = self._wanted
         now = time.time()
         self._table.heartbeat(self.node, wanted, self.lease_s, now)
-        dealt = deal(self._table.live_nodes(now, self.lease_s))
+        live = self._table.live_nodes(now, self.lease_s)
+        fresh = {node for node, (_, beat) in live.items() if beat > now - self.lease_s / 2}
+        share = shares({node: wants for node, (wants, _) in live.items()})
         leases = self._table.all()
+        holding = {name: doc.get("node") for name, doc in leases.items() if doc.get("until", 0) >= now}
+        counts = Counter((share[name][0], node) for name, node in holding.items() if name in share)
         with self._lock:
             held = dict(self._held)
+        shed = self._excess(held, share, counts, fresh)
         for name in list(held):
             if name not in wanted:
                 self._drop(name)
                 self._table.release([name], self._holder)
-            elif dealt.get(name, self.node) != self.node:
+            elif name in shed and self._shedding.get(name) == shed[name]:  # the same at two passes
                 self._drop(name)   # stop feeding first, then tell the store
-                self._leaving.add(name)
-                self._table.reserve(name, self._holder, dealt[name], self.lease_s, now)
-                log.info("lease %s: handed over to node %s", name, dealt[name])
+                self._table.reserve(name, self._holder, shed[name], self.lease_s, now)
+                log.info("lease %s: handed over to node %s", name, shed[name])
             else:
                 started = time.monotonic()
                 if self._table.renew(name, self._holder, self.lease_s, time.time()):
@@ -236,25 +245,46 @@ class LeaseKeeper(threading.Thread):
                 else:
                     self._drop(name)
                     log.warning("lease %s: lost (taken by another node)", name)
+        self._shedding = shed
         for name in sorted(wanted - set(held)):
-            lease = leases.get(name)
-            free = lease is None or lease.get("until", 0) < now or lease.get("holder") == self._holder
-            if not free or (name in self._leaving and dealt.get(name, self.node) != self.node):
-                continue
+            lease = leases.get(name) or {}
+            if lease.get("until", 0) >= now and lease.get("holder") != self._holder:
+                continue   # held by another node
+            if lease.get("reserved_for") not in (None, "", self.node) and lease.get("reserved_until", 0) >= now:
+                continue   # handed over to another node (perhaps by this one)
+            group, quota = share.get(name, ((self.node,), 1))
+            if counts[(group, self.node)] >= quota and any(
+                    counts[(group, node)] < quota for node in group if node != self.node and node in fresh):
+                continue   # a node with fewer of these will take it
             started = time.monotonic()
-            if lease is not None and lease.get("holder") == self._holder:
+            if lease.get("holder") == self._holder:
                 taken = self._table.renew(name, self._holder, self.lease_s, time.time())
             else:
                 taken = self._table.take(name, self._holder, self.node, self.lease_s, time.time())
             if taken:
-                self._leaving.discard(name)
+                counts[(group, self.node)] += 1
                 self._epochs += 1
                 self._keep(name, self._epochs, started)
                 log.info("lease %s: taken by this node", name)
-        holders = {name: doc.get("node") for name, doc in leases.items() if doc.get("until", 0) >= now}
+        holders = {name: node for name, node in holding.items()}
         with self._lock:
             holders.update({name: self.node for name in self._held})
         self._holders = holders
+
+    def _excess(self, held: dict, share: dict, counts: Counter, fresh: set) -> dict:
+        """:returns: ``{name: node}``: for each group of names where this node holds more than its
+            share, one name to hand over to the live node of the group holding the fewest."""
+        shed = {}
+        for group in {share[name][0] for name in held if name in share}:
+            mine = sorted(name for name in held if name in share and share[name][0] == group)
+            quota = share[mine[0]][1]
+            if len(mine) <= quota:
+                continue
+            takers = [node for node in group if node != self.node and node in fresh
+                      and counts[(group, node)] < quota]
+            if takers:
+                shed[mine[-1]] = min(takers, key=lambda node: (counts[(group, node)], node))
+        return shed
 
     def _keep(self, name: str, epoch: int, started: float) -> None:
         with self._lock:

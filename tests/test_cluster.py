@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from running_hostd import start_daemon, stop_daemon, wait_until
 
@@ -155,6 +156,19 @@ def _ingest(nodes, threads: int, requests: int, per_request: int = 4, late_realt
     return accepted
 
 
+def _post_until_dead(node, accepted: list, stop: threading.Event) -> None:
+    """POST to ``node`` until it stops answering; record what it accepted."""
+    while not stop.is_set():
+        events = [{"id": f"ev-{next(_ids)}", "username": f"user{n % 13}"} for n in range(4)]
+        try:
+            answer = node.post("/event", data=json.dumps(events), headers={"Content-Type": "application/json"},
+                               timeout=10)
+        except requests.RequestException:
+            return
+        if answer.status_code in (200, 504):
+            accepted.extend(e["id"] for e in events)
+
+
 def _wait_handled(node, accepted, handler: str, timeout_s: float = 180.0) -> dict:
     wanted = set(accepted)
     return wait_until(lambda: (lambda seen: seen if wanted <= set(seen) else None)(node.query("seen", handler=handler)),
@@ -203,12 +217,18 @@ def test_a_killed_lease_holder_is_replaced_and_no_event_is_lost_or_skipped(clust
     survivors = [node for node in cluster.nodes if node is not victim]
 
     before = _ingest(survivors, threads=2, requests=10)
+    to_victim, stop = [], threading.Event()
+    feeding = threading.Thread(target=_post_until_dead, args=(victim, to_victim, stop))
+    feeding.start()   # the victim dies while appending: seqs it reserved may never be written
+    wait_until(lambda: len(to_victim) >= 8, 60, what="events accepted by the node about to be killed")
     cluster.kill(victim)
+    stop.set()
+    feeding.join(60)
     during = _ingest(survivors, threads=2, requests=10, late_realtime=True)
     wait_until(lambda: all(cluster.holders(node1)[name] not in (None, victim_id) for name in leased),
                60, interval_s=0.5, what=f"{', '.join(leased)} taken over from the killed node")
     after = _ingest(survivors, threads=2, requests=10)
-    accepted = before + during + after
+    accepted = before + to_victim + during + after
     for handler in ("count", "by_user", "live"):
         seen = _wait_handled(node1, accepted, handler)
         missing = set(accepted) - set(seen)

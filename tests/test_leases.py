@@ -9,7 +9,7 @@ import pytest
 from hostd.cluster import Placement
 from hostd.eventlog import EventLog
 from hostd.gaps import GapWatch
-from hostd.leases import LeaseKeeper, LeaseTable, deal
+from hostd.leases import LeaseKeeper, LeaseTable, shares
 from hostd.partitions import Partitioner, partition_key, partition_of
 from hostd.store import EmbeddedStore, connect
 from sandbox import event_handler
@@ -149,13 +149,11 @@ def test_a_reserved_lease_goes_to_the_node_it_is_reserved_for(db):
     assert table.take("x", "c|1", "c", 10.0, now=112.0)       # given back: anyone
 
 
-def test_names_are_dealt_round_robin_over_the_nodes_that_want_them():
+def test_each_group_of_names_has_a_share_per_node():
     parts = {f"h|m|h#{k}" for k in range(4)}
-    dealt = deal({"a": parts | {"only-a"}, "b": set(parts), "c": set(parts)})
-    assert dealt["only-a"] == "a"
-    counts = {node: sum(1 for name in parts if dealt[name] == node) for node in "abc"}
-    assert sorted(counts.values()) == [1, 1, 2]
-    assert deal({"c": set(parts), "b": set(parts), "a": parts | {"only-a"}}) == dealt
+    share = shares({"a": parts | {"only-a"}, "b": set(parts), "c": set(parts)})
+    assert share["only-a"] == (("a",), 1)
+    assert all(share[name] == (("a", "b", "c"), 2) for name in parts)
 
 
 def test_keepers_share_the_leases_and_the_survivor_takes_them_all(db):
@@ -172,8 +170,9 @@ def test_keepers_share_the_leases_and_the_survivor_takes_them_all(db):
         held = {keeper.node: {n for n in names if keeper.epoch(n) is not None} for keeper in (a, b)}
         return held if held["a"] and held["b"] and not held["a"] & held["b"] and \
             held["a"] | held["b"] == names else None
-    held = _poll(shared, "the leases shared between a and b")
-    assert {len(held["a"]), len(held["b"])} == {2, 3}
+    held = _poll(lambda: (lambda h: h if h and {len(h["a"]), len(h["b"])} == {2, 3} else None)(shared()),
+                 "the leases shared evenly between a and b")
+    assert not held["a"] & held["b"]
     # b dies (stops renewing): a takes everything once b's leases expired
     _poll(lambda: (a.tick() or True) and all(a.epoch(n) is not None for n in names), "a holding every lease")
     assert all(a.holder(n) == "a" for n in names)
