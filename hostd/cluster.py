@@ -6,7 +6,7 @@ needs for that:
 
 * its id (``cluster.node_id``, else the host name and a random id kept in the
   data dir), shown in ``/healthz`` and ``/modules``;
-* its :class:`Placement` (``modules.enable`` / ``modules.disable``);
+* its :class:`ModulePlacement` (``modules.enable`` / ``modules.disable``);
 * the consumers of the handlers it runs (partitioned ones split by a
   :class:`~hostd.partitions.Partitioner`), the leases it wants for them and for
   its cron tasks, kept by a :class:`~hostd.leases.LeaseKeeper`;
@@ -29,7 +29,7 @@ from .gaps import GapWatch
 from .leases import LeaseKeeper, LeaseTable
 from .partitions import Partitioner
 
-__all__ = ["Cluster", "Placement", "node_identity", "handler_lease", "cron_lease"]
+__all__ = ["Cluster", "ModulePlacement", "node_identity", "handler_lease", "cron_lease"]
 
 
 def handler_lease(module: str, consumer: str) -> str:
@@ -56,7 +56,7 @@ def node_identity(configured: str, data_dir: Path) -> tuple[str, str]:
     return node, f"{node}|{stored}"
 
 
-class Placement:
+class ModulePlacement:
     """Which modules this node runs.
 
     :param enable: names or shell patterns of the modules to run.
@@ -90,7 +90,7 @@ class Cluster:
 
     def __init__(self, config, data_dir, state_db, cursors, voids_between=None):
         self.node, holder = node_identity(config["cluster.node_id"], data_dir)
-        self.placement = Placement(config["modules.enable"], config["modules.disable"])
+        self.placement = ModulePlacement(config["modules.enable"], config["modules.disable"])
         self.partitions = Partitioner(config["cluster.partitions"])
         self.gaps = GapWatch(config["cluster.gap_grace_s"], voids_between)
         self.keeper = LeaseKeeper(LeaseTable(state_db), self.node, holder, config["cluster.lease_s"])

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from hostd.cluster import Placement
+from hostd.cluster import ModulePlacement
 from hostd.eventlog import EventLog
 from hostd.gaps import GapWatch
 from hostd.leases import LeaseKeeper, LeaseTable, shares
@@ -252,7 +252,7 @@ def test_bad_partition_options_fail_at_load(options, message):
 
 
 def test_placement_by_names_and_patterns():
-    placement = Placement(["course_*", "tally"], ["course_beta"])
+    placement = ModulePlacement(["course_*", "tally"], ["course_beta"])
     assert placement.runs("course_alpha") and placement.runs("tally")
     assert not placement.runs("course_beta") and not placement.runs("other")
-    assert Placement(["*"], []).runs("anything")
+    assert ModulePlacement(["*"], []).runs("anything")
