@@ -51,12 +51,27 @@ def seen(handler: str, db):
 '''
 
 OTHER = '''
-from sandbox import query
+import os
+import time
+import uuid
+
+from sandbox import cron, query
 
 
 @query()
 def other_ping():
     return "pong"
+
+
+@cron(every=0.3)
+def tick(db):
+    db["runs"].insert_one({"_id": "r|" + uuid.uuid4().hex, "pid": os.getpid(), "at": time.time()})
+
+
+@query()
+def tick_runs(db):
+    """The sandbox pid of each run, in order."""
+    return [d["pid"] for d in db["runs"].find().sort("at", 1).limit(100000)]
 '''
 
 
@@ -204,6 +219,16 @@ def test_partitions_spread_over_the_nodes_and_every_lease_has_one_holder(cluster
     parts = wait_until(spread, 60, interval_s=0.5, what="by_user's partitions held by several nodes")
     names = {node.get("/healthz").json()["node"] for node in cluster.nodes}
     assert set(parts.values()) <= names
+
+
+def test_a_cron_task_is_scheduled_by_one_node_only(cluster):
+    node1, node2, _ = cluster.nodes
+    seen = len(node1.query("tick_runs"))
+    runs = wait_until(lambda: (lambda r: r if len(r) >= seen + 6 else None)(node1.query("tick_runs")), 60,
+                      interval_s=0.3, what="six more runs of other.tick")
+    assert len(set(runs[seen:])) == 1, "runs came from the sandboxes of two nodes"
+    holders = {node.modules()["other"]["crons"]["tick"]["lease"] for node in (node1, node2)}
+    assert len(holders) == 1 and None not in holders
 
 
 def test_a_killed_lease_holder_is_replaced_and_no_event_is_lost_or_skipped(cluster):
