@@ -67,6 +67,7 @@ class HandlerState:
         self.name = route.name   # the consumer: the handler, or one partition of it (handler#k)
         self.endpoint = getattr(route, "endpoint", route.name)   # the handler called in the sandbox
         self.epoch: int | None = None   # the lease epoch the position was read under
+        self.read_at = 0.0   # when the position was last read from the store
         self.options = route.options
         self.mode = route.mode
         self.matches = route.matches
@@ -237,12 +238,15 @@ class Delivery(threading.Thread):
         if self._cluster is None:
             return True
         epoch = self._cluster.claim(state.module, state.name)
-        if epoch is not None and epoch != state.epoch:
+        now = time.time()
+        if (epoch is not None and epoch != state.epoch) or (epoch is None and now - state.read_at > 2.0):
+            # held elsewhere: the position is read now and then, for /modules and waits
             stored = self._cursors.get(state.module, state.name)
             with self._lock:
                 if stored is not None:
                     state.position = stored
-                state.epoch = epoch
+                state.epoch, state.read_at = epoch, now
+                self._lock.notify_all()
         return epoch is not None
 
     def _read(self, state: HandlerState) -> list[dict]:

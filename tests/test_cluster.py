@@ -208,6 +208,9 @@ def test_three_nodes_ingesting_at_once_every_event_handled_once(cluster):
         assert set(seen) == set(accepted), handler
         twice = {i: n for i, n in seen.items() if n != 1}
         assert not twice, f"{handler}: {len(twice)} events handled more than once"
+    # every node sees every handler caught up, also those it does not feed
+    for node in cluster.nodes:
+        wait_until(lambda: node.modules()["tally"]["lag"] == 0, 30, interval_s=0.5, what="no lag in /modules")
 
 
 def test_partitions_spread_over_the_nodes_and_every_lease_has_one_holder(cluster):
