@@ -5,7 +5,6 @@ Node 1 starts the embedded store; nodes 2 and 3 use its URL (read from its
 ``store.url``), each with its own data dir and port.
 """
 import json
-import os
 import shutil
 import signal
 import threading
@@ -18,7 +17,7 @@ import requests
 
 from running_hostd import start_daemon, stop_daemon, wait_until
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 LEASE_S = 3.0
 
@@ -51,7 +50,6 @@ def seen(handler: str, db):
 '''
 
 OTHER = '''
-import os
 import time
 import uuid
 
