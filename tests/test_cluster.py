@@ -50,6 +50,7 @@ def seen(handler: str, db):
 '''
 
 OTHER = '''
+import os
 import time
 import uuid
 
