@@ -69,6 +69,13 @@ def _check_peers(tables, where: str) -> list:
         raise ConfigError(str(err)) from None
 
 
+def _positive(value, where: str):
+    """:raises ConfigError: ``value`` is not above zero."""
+    if value <= 0:
+        raise ConfigError(f"{where} must be above 0, got {value!r}")
+    return value
+
+
 SETTINGS = (
     Setting("server.bind", "127.0.0.1", str, "Address the HTTP server binds."),
     Setting("server.port", 8000, int, "TCP port of the HTTP server (0: pick a free one)."),
@@ -85,6 +92,11 @@ SETTINGS = (
             "Folders holding module folders (relative paths: from the current directory)."),
     Setting("modules.reload", True, bool,
             "Start, restart or stop modules when their folders are added, changed or removed."),
+    Setting("modules.enable", ["*"], list,
+            "Which of the modules found this node runs: names or shell patterns (several nodes"
+            " sharing one store may each run some)."),
+    Setting("modules.disable", [], list,
+            "Modules this node does not run even though modules.enable names them (names or patterns)."),
     Setting("storage.data_dir", "./insights-data", str,
             "Private folder for the embedded store, sockets, module files and logs."),
     Setting("storage.mongo_url", "", str,
@@ -145,6 +157,18 @@ SETTINGS = (
             "Delete dead letters parked more than this many days ago (0: keep them until retried)."),
     Setting("events.retention_interval_s", 300.0, float,
             "How often hostd deletes what the two retention settings let go, in seconds."),
+    Setting("cluster.node_id", "", str,
+            "This node's name, shown in /healthz, /modules and the store's leases (unique per node);"
+            " empty: the host name and a random id kept in data_dir."),
+    Setting("cluster.lease_s", 10.0, float,
+            "How long a node's lease on a handler (or partition) or a cron task lasts without renewal:"
+            " when a node dies, another node that runs the module takes over within this time.", check=_positive),
+    Setting("cluster.partitions", 4, int,
+            "Partitions of a handler declared per_user=True or per_resource=True (unless it sets"
+            " partitions=): each has its own cursor and lease, so partitions spread over nodes.", check=_positive),
+    Setting("cluster.gap_grace_s", 15.0, float,
+            "How long a consumer waits for an event seq reserved by an appender (this node or another)"
+            " but not yet written, before stepping over it as lost with its writer.", check=_positive),
     Setting("logging.level", "INFO", str, "Log level of hostd and the sandboxes."),
     Setting("auth.required", "auto", str,
             "Whether requests need a token. auto: unless hostd is bound to a loopback address;"

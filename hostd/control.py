@@ -26,15 +26,17 @@ class ControlService:
     :param dead_letters: the :class:`~hostd.deadletters.DeadLetters`.
     :param scheduler: the :class:`~hostd.scheduler.CronScheduler`.
     :param rebuilds: the :class:`~hostd.rebuild.Rebuilds`.
+    :param cluster: the node's :class:`~hostd.cluster.Cluster` (its id, who holds which lease).
     """
 
-    def __init__(self, modules, deliveries, eventlog, dead_letters, scheduler, rebuilds):
+    def __init__(self, modules, deliveries, eventlog, dead_letters, scheduler, rebuilds, cluster=None):
         self._modules = modules
         self._deliveries = tuple(deliveries)
         self._log = eventlog
         self._dead_letters = dead_letters
         self._scheduler = scheduler
         self._rebuilds = rebuilds
+        self._cluster = cluster
 
     def verbs(self) -> dict:
         """:returns: ``{verb: ControlVerb}`` for the broker."""
@@ -52,7 +54,8 @@ class ControlService:
         }
 
     def module_status(self) -> dict:
-        """:returns: the ``/modules`` answer, from memory: states, pids, errors and handler detail."""
+        """:returns: the ``/modules`` answer, from memory: states, pids, errors and handler detail;
+            in a cluster, this node's id and the node holding each handler's and task's lease."""
         head = max(thread.head for thread in self._deliveries)
         out = {}
         for name in self._modules.names():
@@ -62,12 +65,20 @@ class ControlService:
             letters = self._dead_letters.by_handler(name)
             handlers = {s.name: {**s.stats(head), "dead_letters": letters.get(s.name, 0)}
                         for thread in self._deliveries for s in thread.states(name)}
+            crons = self._scheduler.stats(name)
+            if self._cluster is not None:
+                for handler, detail in handlers.items():
+                    detail["lease"] = self._cluster.holder(name, handler)
+                for task, detail in crons.items():
+                    detail["lease"] = self._cluster.cron_holder(name, task)
             out[name] = {key: record[key] for key in ("state", "pid", "restarts", "last_error", "confinement",
                                                       "rebuilding")}
             out[name].update(lag=sum(h["lag"] for h in handlers.values()),
                              handled=sum(h["handled"] for h in handlers.values()),
                              dead_letters=self._dead_letters.count(name), handlers=handlers,
-                             crons=self._scheduler.stats(name), path=record["path"])
+                             crons=crons, path=record["path"])
+            if self._cluster is not None:
+                out[name]["node"] = self._cluster.node
         return out
 
     def _known(self, module) -> str:

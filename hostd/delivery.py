@@ -14,6 +14,12 @@ The host runs two: one for ``queued`` and ``batch`` handlers, and one for
 move to the ingest thread, where ``POST /event`` requests wait for them.
 ``batch`` handlers are called when ``every`` seconds have passed since their
 last run, with everything that arrived since.
+
+With a :class:`~hostd.cluster.Cluster` (``hostd serve`` always has one), a
+thread feeds a consumer only while this node holds its lease, re-reads its
+cursor each time it (re)gains the lease, splits partitioned handlers into their
+consumers, and reads the log through the cluster's gap watch, so that a seq
+another appender reserved but did not write yet is waited for, not skipped.
 """
 from __future__ import annotations
 
@@ -66,7 +72,10 @@ class HandlerState:
     def __init__(self, route):
         self.route = route
         self.module = route.module
-        self.name = route.name
+        self.name = route.name   # the consumer: the handler, or one partition of it (handler#k)
+        self.endpoint = getattr(route, "endpoint", route.name)   # the handler called in the sandbox
+        self.epoch: int | None = None   # the lease epoch the position was read under
+        self.read_at = 0.0   # when the position was last read from the store
         self.options = route.options
         self.mode = route.mode
         self.matches = route.matches
@@ -114,10 +123,13 @@ class Delivery(threading.Thread):
     :param settings: :class:`DeliverySettings`.
     :param modes: the handler modes this thread serves.
     :param on_progress: called (from this thread) after a handler's cursor moved.
+    :param cluster: the node's :class:`~hostd.cluster.Cluster` (leases, partitions, gaps), or None:
+        every handler fed here, unsplit, reading the log as it is.
     """
 
     def __init__(self, handlers, record_of, eventlog, cursors, dead_letters, contexts,
-                 settings: DeliverySettings = DeliverySettings(), modes=("queued", "batch"), on_progress=None):
+                 settings: DeliverySettings = DeliverySettings(), modes=("queued", "batch"), on_progress=None,
+                 cluster=None):
         super().__init__(name=f"insights-delivery-{'-'.join(modes)}", daemon=True)
         self._handlers = handlers
         self._record_of = record_of
@@ -128,6 +140,7 @@ class Delivery(threading.Thread):
         self._settings = settings
         self.modes = frozenset(modes)
         self._on_progress = on_progress
+        self._cluster = cluster
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._states: dict = {}
@@ -155,14 +168,22 @@ class Delivery(threading.Thread):
         """Whether the handler was called with one of the events ``seqs`` (rather than its sandbox
         acknowledging them all unhandled). Meant for events it is already past."""
         state = self._states.get((module, handler))
-        if state is None or state.route.exact:
+        if state is None or getattr(state.route, "exact", True):
             return True
         return any(seq not in state.skipped for seq in seqs)
 
     def position(self, module: str, handler: str) -> int | None:
-        """:returns: the handler's acknowledged position (None if not seen yet)."""
+        """:returns: the handler's acknowledged position (None if not seen yet); of a partitioned
+            handler, that of its slowest partition."""
         state = self._states.get((module, handler))
-        return None if state is None else state.position
+        if state is not None:
+            return state.position
+        parts = [s.position for s in list(self._states.values()) if s.module == module and s.endpoint == handler]
+        return min(parts) if parts and None not in parts else None
+
+    def _routes(self, module: str | None = None) -> list:
+        routes = self._handlers.routes(self.modes, module)
+        return routes if self._cluster is None else self._cluster.consumers(routes)
 
     def paused(self):
         """:returns: a context manager during which this thread calls no handler (it waits for
@@ -172,12 +193,11 @@ class Delivery(threading.Thread):
     def rewind(self, module: str, handlers, position: int = 0) -> None:
         """Move handlers back to log ``position`` (call it while :meth:`paused`)."""
         with self._lock:
-            for name in handlers:
-                state = self._states.get((module, name))
-                if state is not None:
-                    state.position, state.failures, state.retry_at, state.isolate_until = position, 0, 0.0, 0
-                    if position == 0:
-                        state.handled = 0
+            for state in [s for s in self._states.values() if s.module == module
+                          and (s.name in handlers or s.endpoint in handlers)]:  # partitions too
+                state.position, state.failures, state.retry_at, state.isolate_until = position, 0, 0.0, 0
+                if position == 0:
+                    state.handled = 0
         self._wake.set()
 
     def wait_delivered(self, module: str, seq: int, timeout_s: float) -> bool:
@@ -185,7 +205,7 @@ class Delivery(threading.Thread):
         deadline = time.time() + timeout_s
         with self._lock:
             while True:
-                routes = self._handlers.routes(self.modes, module)
+                routes = self._routes(module)
                 if all((self.position(module, r.name) or 0) >= seq for r in routes):
                     return True
                 remaining = deadline - time.time()
@@ -201,7 +221,7 @@ class Delivery(threading.Thread):
             while not self._stopping.is_set():
                 self._wake.clear()
                 self._pages = {}  # log pages read this round, shared by handlers at one position
-                if time.time() - refreshed > 1.0:  # appends we were not told about (other nodes)
+                if time.time() - refreshed > 0.25:  # appends we were not told about (other nodes)
                     self.head, refreshed = max(self.head, self._log.head()), time.time()
                 try:
                     with self._round_lock:
@@ -229,11 +249,30 @@ class Delivery(threading.Thread):
         return state
 
     def _page(self, position: int, size: int) -> list[dict]:
-        """Read the log after ``position`` once per round, whoever asks."""
+        """Read the log after ``position`` once per round, whoever asks (up to a gap still
+        waited for)."""
         key = (position, size)
         if key not in self._pages:
-            self._pages[key] = self._log.read_after(position, size)
+            docs = self._log.read_after(position, size)
+            self._pages[key] = docs if self._cluster is None else self._cluster.contiguous(position, docs)
         return self._pages[key]
+
+    def _claimed(self, state: HandlerState) -> bool:
+        """Whether this node may feed the consumer now; on (re)gaining its lease, its position is
+        read again (another node may have moved it)."""
+        if self._cluster is None:
+            return True
+        epoch = self._cluster.claim(state.module, state.name)
+        now = time.time()
+        if (epoch is not None and epoch != state.epoch) or (epoch is None and now - state.read_at > 2.0):
+            # held elsewhere: the position is read now and then, for /modules and waits
+            stored = self._cursors.get(state.module, state.name)
+            with self._lock:
+                if stored is not None:
+                    state.position = stored
+                state.epoch, state.read_at = epoch, now
+                self._lock.notify_all()
+        return epoch is not None
 
     def _read(self, state: HandlerState) -> list[dict]:
         if state.position >= self.head:
@@ -255,14 +294,14 @@ class Delivery(threading.Thread):
         """One pass over the handlers: every due batch is sent at once, then the replies are
         collected and the cursors written in one go. :returns: whether anything moved."""
         now, worked, prepared = time.time(), False, []
-        for route in self._handlers.routes(self.modes):
+        for route in self._routes():
             if self._stopping.is_set():
                 break
             record = self._record_of(route.module)
             if record is None or record.get("state") != "running":
                 continue
             state = self._state(route)
-            if not state.due(now):
+            if not self._claimed(state) or not state.due(now):
                 continue
             if self._retry_dead_letters(client, record, state):
                 worked = True
@@ -294,7 +333,7 @@ class Delivery(threading.Thread):
     def _send(self, client, record, state, docs):
         events = [{"event": d["event"], "meta": {"seq": d["seq"], "id": d["eid"][2:], "source": d.get("source"),
                                                  "received": d.get("received")}} for d in docs]
-        return client.send(record, "handler", state.name, events=events,
+        return client.send(record, "handler", state.endpoint, events=events,
                            timeout_s=record["limits"]["call_timeout_s"])
 
     def _call(self, client, record, state, docs) -> None:

@@ -1,8 +1,10 @@
 """The append-only event log in the store, and handler cursors.
 
-Rules followed (see the embedded-store notes in the docs): one appender (the
-host's ingest thread) reserves a range of ``seq`` numbers from a counter and
-inserts in order with ``insert_many(ordered=True)``; order lives in a dedicated
+Rules followed (see the embedded-store notes in the docs): each node's appender
+(its ingest thread) reserves a range of ``seq`` numbers from a counter shared by
+every node and inserts in order with ``insert_many(ordered=True)``; seqs it
+reserved but leaves unused (duplicates) are declared void, so that gap-aware
+readers (:mod:`hostd.gaps`) need not wait for them; order lives in a dedicated
 integer ``seq`` field with a unique index; identities (``eid``) are unique too,
 so re-sending a batch after an unknown outcome is idempotent; readers poll an
 indexed range with a limit, never a long-lived cursor.
@@ -15,14 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 
 import pymongo
+import pymongo.errors
 from pymongo.errors import AutoReconnect, BulkWriteError
 from pymongo.read_concern import ReadConcern
 
 __all__ = ["event_identity", "EventLog", "Cursors"]
+
+log = logging.getLogger("insights.eventlog")
 
 
 def _duplicate_field(error: dict) -> str | None:
@@ -63,6 +69,7 @@ class EventLog:
                                         write_concern=pymongo.WriteConcern(w="majority", j=journal),
                                         read_concern=ReadConcern("majority"))
         self._counters = (state_db if state_db is not None else db)["counters"]
+        self._voids = (state_db if state_db is not None else db)["log_voids"]
 
     def ensure_indexes(self) -> None:
         """Create the unique indexes the log relies on (explicit names), and reconcile the counter.
@@ -73,6 +80,7 @@ class EventLog:
         """
         self.events.create_index([("seq", 1)], unique=True, name="seq_unique")
         self.events.create_index([("eid", 1)], unique=True, name="eid_unique")
+        self._voids.create_index([("first", 1)], name="voids_first")
         self._counters.update_one({"_id": "event_seq"}, {"$max": {"value": self.head()}}, upsert=True)
 
     def _reserve(self, count: int) -> int:
@@ -83,11 +91,11 @@ class EventLog:
         return doc["value"] - count + 1
 
     def append(self, events: list[dict], source: str) -> dict:
-        """Durably log the events that are new; the caller is the only appender.
+        """Durably log the events that are new (other nodes may append at the same time).
 
         Duplicates are found by the unique index while inserting (no query first
-        in the common case); their reserved ``seq`` stays unused, a gap readers
-        simply never see filled.
+        in the common case); their reserved ``seq`` stays unused and is declared
+        void (:meth:`voids_between`), so readers step over it without waiting.
 
         :param events: event dicts (already validated).
         :param source: ``http``, ``xapi`` or ``module:<name>``.
@@ -107,10 +115,32 @@ class EventLog:
             docs = [{"seq": first + n, "eid": eid, "source": source, "received": now, "event": event}
                     for n, (eid, event) in enumerate(fresh)]
             written = self._insert(docs)
+            self._declare_void(set(range(first, first + len(docs))) - {d["seq"] for d in written})
         new_ids = [d["eid"][len(_EID_PREFIX):] for d in written]
         return {"accepted": len(written), "duplicates": len(events) - len(written), "ids": ids,
                 "new_ids": new_ids, "new_seqs": [d["seq"] for d in written],
                 "last_seq": written[-1]["seq"] if written else None}
+
+    def _declare_void(self, seqs: set) -> None:
+        """Record reserved seqs that will never be written, as ranges of consecutive ones."""
+        ranges = []
+        for seq in sorted(seqs):
+            if ranges and ranges[-1][1] == seq - 1:
+                ranges[-1][1] = seq
+            else:
+                ranges.append([seq, seq])
+        if not ranges:
+            return
+        try:  # the events are logged already: a void not recorded costs readers a grace period, no event
+            self._voids.insert_many([{"_id": f"v|{low}", "first": low, "last": high} for low, high in ranges],
+                                    ordered=False)
+        except pymongo.errors.PyMongoError:
+            log.warning("event log: could not declare seqs %s void", ranges, exc_info=True)
+
+    def voids_between(self, first: int, last: int) -> list[tuple[int, int]]:
+        """:returns: the void ranges ``(first, last)`` that overlap ``first..last``."""
+        docs = self._voids.find({"first": {"$lte": last}, "last": {"$gte": first}}).limit(1000)
+        return [(d["first"], d["last"]) for d in docs]
 
     def _known(self, docs: list[dict]) -> dict:
         """:returns: ``{eid: seq}`` of those documents' identities already in the log."""

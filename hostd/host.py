@@ -20,6 +20,7 @@ from sandbox.transport import Contexts
 
 from .broker import Broker, ControlVerb
 from .catalog import LayerDescriber
+from .cluster import Cluster
 from .cgroups import CgroupManager
 from .config import Config
 from .control import ControlService
@@ -68,6 +69,7 @@ class Host:
         self._reload_requests: queue.Queue = queue.Queue()
         self._lock: DataDirLock | None = None
         self.storage = HostStorage(config, self.paths.data)
+        self.cluster: Cluster | None = None
         self.control_key: bytes | None = None
         self._fs_master_key: bytes | None = None
         self._contexts: Contexts | None = None
@@ -100,9 +102,12 @@ class Host:
         self._lock.acquire()
         try:
             self.storage.open()
+            self.cluster = Cluster(self.config, self.paths.data, self.storage.state_db, self.storage.cursors,
+                                   self.storage.eventlog.voids_between)
             self.control_key = load_secret(self.paths.run / "control.key")
             self._fs_master_key = load_secret(self.paths.data / "fs.key")
-            write_runtime_file(self.paths.runtime_file, self.config, self.paths, self.control_key,
+            web_config = Config({**self.config.as_dict(), "cluster.node_id": self.cluster.node})
+            write_runtime_file(self.paths.runtime_file, web_config, self.paths, self.control_key,
                                self._fs_master_key, self.storage.url)
             self._contexts = Contexts()
             self._start_event_path()
@@ -120,18 +125,21 @@ class Host:
                  self._contexts, settings)
         self.ingest = IngestThread(self.paths.ingest_endpoint, self.control_key, storage.eventlog,
                                    self._on_appended, self._contexts.general, self.handlers.realtime_matches,
-                                   lambda module, handler: self.realtime.position(module, handler),
+                                   lambda module, handler: self.cluster.position(self.realtime.position, module,
+                                                                                 handler),
                                    self.config["limits.realtime_timeout_s"],
                                    lambda module, handler, seqs: self.realtime.handled_any(module, handler, seqs))
-        self.delivery = Delivery(*parts, modes=("queued", "batch"))
-        self.realtime = Delivery(*parts, modes=("realtime",), on_progress=self.ingest.realtime_progress)
+        self.delivery = Delivery(*parts, modes=("queued", "batch"), cluster=self.cluster)
+        self.realtime = Delivery(*parts, modes=("realtime",), on_progress=self.ingest.realtime_progress,
+                                 cluster=self.cluster)
         self.scheduler = CronScheduler(CronLeases(storage.state_db), self.modules.record, self._contexts,
-                                       lambda module, pid, reason: self.modules.report(module, CallTimedOut(pid, reason)))
+                                       lambda module, pid, reason: self.modules.report(module, CallTimedOut(pid, reason)),
+                                       may_run=self.cluster.may_run)
         self.ingest.start()
         self.ingest.wait_bound()
         self._rebuilds = Rebuilds(self.modules, self.handlers, (self.delivery, self.realtime), storage)
         self._control = ControlService(self.modules, (self.delivery, self.realtime), storage.eventlog,
-                                       storage.dead_letters, self.scheduler, self._rebuilds)
+                                       storage.dead_letters, self.scheduler, self._rebuilds, self.cluster)
         peers = Federation.from_config(self.config)
         self.broker = Broker(self._contexts.general, self.paths, self.control_key, self.modules.signer_of,
                              self.modules.report, lambda kind, name: self.modules.snapshot().resolve(kind, name),
@@ -153,6 +161,7 @@ class Host:
         limits = self.config.limits()
         self._describer = LayerDescriber(
             lambda identity, folder, layer: self._launcher.describe_layer(identity, folder, layer, limits))
+        self.cluster.start()
         discovery = self._discover()
         self.modules.apply(discovery)
         self.delivery.start()
@@ -195,6 +204,8 @@ class Host:
                 if hasattr(thread, "stop"):
                     thread.stop()
                 thread.join(10)
+        if self.cluster is not None:  # nothing feeds its consumers any more: give the leases back
+            self.cluster.stop()
         if self.modules is not None:
             self.modules.stop()
         for thread in (self.broker, self.ingest):
@@ -227,8 +238,9 @@ class Host:
         serving = [] if names is None else [
             layer["origin"].removeprefix("module ") for layer in self._launcher.layers["layers"]
             if layer["origin"].removeprefix("module ") not in names]
-        discovery = discover(self.config["modules.paths"], self._describer, self._explicit_modules,
-                             self._property_modules, first=serving)
+        discovery = self.cluster.placement.restrict(discover(
+            self.config["modules.paths"], self._describer, self._explicit_modules, self._property_modules,
+            first=serving))
         self._launcher.layers = discovery.properties.for_sandboxes()
         return discovery
 
@@ -277,6 +289,8 @@ class Host:
     def _published(self, records: dict, properties) -> None:
         """A new module table: the handler table and the scheduler follow it."""
         self.handlers.update(records, properties)
+        if self.cluster is not None:
+            self.cluster.follow(self.handlers.routes(), records)
         if self.scheduler is not None:
             self.scheduler.update(records)
 

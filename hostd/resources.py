@@ -243,7 +243,7 @@ class ModulesResource:
 
 
 class HealthResource:
-    """``GET /healthz``: liveness, with a count of modules by state."""
+    """``GET /healthz``: liveness, this node's id, and a count of its modules by state."""
 
     def __init__(self, web):
         self._web = web
@@ -252,7 +252,7 @@ class HealthResource:
         states = {}
         for record in self._web.table.snapshot().modules.values():
             states[record["state"]] = states.get(record["state"], 0) + 1
-        resp.media = {"status": "ok", "modules": states}
+        resp.media = {"status": "ok", "node": self._web.config["cluster.node_id"], "modules": states}
 
 
 class FileResource:

@@ -134,14 +134,17 @@ class CronScheduler(threading.Thread):
     :param record_of: ``record_of(module) -> record | None``: a module's current table record.
     :param contexts: the host's :class:`~sandbox.transport.Contexts`.
     :param on_timeout: ``on_timeout(module, pid, reason)``: a run overran its deadline.
+    :param may_run: ``may_run(module, task) -> bool``: whether this node schedules the task now
+        (it holds the task's lease among the nodes sharing the store); None: always.
     """
 
-    def __init__(self, leases: CronLeases, record_of, contexts, on_timeout=None):
+    def __init__(self, leases: CronLeases, record_of, contexts, on_timeout=None, may_run=None):
         super().__init__(name="insights-cron", daemon=True)
         self._leases = leases
         self._record_of = record_of
         self._contexts = contexts
         self._on_timeout = on_timeout
+        self._may_run = may_run
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._tasks: dict = {}
         self._lock = threading.Lock()
@@ -199,7 +202,9 @@ class CronScheduler(threading.Thread):
                     tasks = list(self._tasks.values())
                 for task in tasks:
                     if now >= task.next_run:
-                        self._start(task, task.advance(now))
+                        due = task.advance(now)
+                        if self._may_run is None or self._may_run(task.module, task.name):
+                            self._start(task, due)
                 soonest = min((t.next_run for t in tasks), default=now + 1.0)
                 self._wake.wait(max(0.0, min(1.0, soonest - time.time())))
                 self._wake.clear()

@@ -78,7 +78,8 @@ def query(name=None, description=None):
     return lambda func: _attach(func, EndpointSpec("query", _names(name, func), description))
 
 
-def event_handler(filter=None, mode="queued", every=None, backfill=True, name=None, collections=None):
+def event_handler(filter=None, mode="queued", every=None, backfill=True, name=None, collections=None,
+                  per_user=False, per_resource=False, partitions=None):
     """Mark a function as an event handler; it receives ``events`` (a list of ``Event``).
 
     :param filter: a MongoDB-style query document over the event; only matching
@@ -91,6 +92,11 @@ def event_handler(filter=None, mode="queued", every=None, backfill=True, name=No
     :param collections: the collections of the module's ``db`` this handler alone
         writes: ``hostd rebuild MODULE --handler NAME`` drops just those before
         replaying it (without them it refuses; a whole-module rebuild drops the database).
+    :param per_user: the handler only needs each user's events in order, not all events:
+        hostd may run it as several partitions (each with its own cursor, spread over
+        the nodes that run the module), each receiving the events of some users.
+    :param per_resource: the same, by resource (course, activity) rather than by user.
+    :param partitions: how many partitions (default: hostd's ``cluster.partitions``).
     """
     if collections is not None and (isinstance(collections, str) or not all(
             isinstance(c, str) and c for c in collections)):
@@ -101,9 +107,26 @@ def event_handler(filter=None, mode="queued", every=None, backfill=True, name=No
         raise ModuleLoadError("event_handler(mode='batch') needs every=")
     if filter is not None and not isinstance(filter, dict):
         raise ModuleLoadError("event_handler filter must be a dict (a MongoDB-style query)")
+    _check_partitions(mode, per_user, per_resource, partitions)
     options = {"filter": filter, "mode": mode, "every": _seconds(every), "backfill": bool(backfill),
                "collections": list(collections) if collections is not None else None}
+    if per_user or per_resource:  # absent otherwise: the options of existing handlers stay as they were
+        options.update(per_user=bool(per_user), per_resource=bool(per_resource), partitions=partitions)
     return lambda func: _attach(func, EndpointSpec("handler", _names(name, func), None, options))
+
+
+def _check_partitions(mode, per_user, per_resource, partitions) -> None:
+    """:raises ModuleLoadError: partition options that cannot work together."""
+    if per_user and per_resource:
+        raise ModuleLoadError("event_handler takes per_user=True or per_resource=True, not both")
+    if partitions is not None:
+        if not (per_user or per_resource):
+            raise ModuleLoadError("event_handler partitions= needs per_user=True or per_resource=True")
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or not 1 <= partitions <= 256:
+            raise ModuleLoadError(f"event_handler partitions={partitions!r} must be a whole number from 1 to 256")
+    if (per_user or per_resource) and mode == "realtime":
+        raise ModuleLoadError("realtime handlers are not partitioned: per_user/per_resource need"
+                              " mode='queued' or 'batch'")
 
 
 def cron(every=None, cron=None, params=None, name=None):

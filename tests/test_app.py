@@ -60,7 +60,8 @@ class FakeWeb:
 
     def __init__(self, tmp_path, max_body_mb=1.0):
         self.config = {"limits.max_body_mb": max_body_mb, "server.body_timeout_s": 10.0,
-                       "server.bind": "127.0.0.1", "auth.required": "auto", "auth.tokens": []}
+                       "server.bind": "127.0.0.1", "auth.required": "auto", "auth.tokens": [],
+                       "cluster.node_id": "node-a"}
         self._snapshot = Snapshot(TABLE)
         self.table = self
         self.calls = []
@@ -575,7 +576,7 @@ def test_modules(client):
 def test_healthz(client):
     result = client.simulate_get("/healthz")
     assert result.status_code == 200
-    assert result.json == {"status": "ok", "modules": {"running": 2, "crashloop": 1}}
+    assert result.json == {"status": "ok", "node": "node-a", "modules": {"running": 2, "crashloop": 1}}
 
 
 # -- files -----------------------------------------------------------------------
