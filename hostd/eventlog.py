@@ -39,6 +39,7 @@ def _duplicate_field(error: dict) -> str | None:
             return field
     return None
 
+_RETAINED_VOID = "v|retained"  # the one void covering what retention deleted
 _EID_PREFIX = "i|"  # identities never start with a date (the embedded store mis-compares those)
 
 
@@ -136,6 +137,13 @@ class EventLog:
                                     ordered=False)
         except pymongo.errors.PyMongoError:
             log.warning("event log: could not declare seqs %s void", ranges, exc_info=True)
+
+    def forget_below(self, seq: int) -> None:
+        """Everything below ``seq`` is gone for good (retention deleted it): readers step over
+        it at once instead of waiting for it as a gap, and the voids declared there go too."""
+        self._voids.update_one({"_id": _RETAINED_VOID}, {"$set": {"first": 0}, "$max": {"last": seq - 1}},
+                               upsert=True)
+        self._voids.delete_many({"last": {"$lt": seq}, "_id": {"$ne": _RETAINED_VOID}})
 
     def voids_between(self, first: int, last: int) -> list[tuple[int, int]]:
         """:returns: the void ranges ``(first, last)`` that overlap ``first..last``."""

@@ -117,6 +117,9 @@ class Retention:
             upper = first["seq"] + CHUNK - 1 if limit is None else min(limit, first["seq"] + CHUNK - 1)
             deleted += events.delete_many({"seq": {"$gte": first["seq"], "$lte": upper},
                                            "received": {"$lt": cutoff}}).deleted_count
+        if deleted:
+            kept = events.find_one({}, {"seq": 1, "_id": 0}, sort=[("seq", 1)])
+            self._log.forget_below(kept["seq"] if kept is not None else self._log.head() + 1)
         held = holder if first is not None and first["received"] < cutoff else None
         with self._lock:
             self._totals["events"] += deleted

@@ -207,3 +207,15 @@ def test_hostd_deletes_old_events_once_every_cursor_even_a_removed_modules_passe
     text = daemon.get("/metrics").text
     assert _metric(text, "insights_retention_deleted_total", '{kind="events"}') >= 2
     assert "retention: deleted" in daemon.log()
+
+
+def test_a_new_handler_steps_over_what_retention_deleted_at_once(parts):
+    """The deleted seqs are declared void: a gap-aware reader from 0 does not wait out its grace."""
+    from hostd.gaps import GapWatch
+    seqs = parts.append(6)
+    parts.cursors.set("m", "h", seqs[2])
+    assert parts.retention().run_once(now=LATER)["events"] == 3
+    watch = GapWatch(grace_s=3600, voids_between=parts.log.voids_between)
+    page = parts.log.read_after(0, 10)
+    assert [d["seq"] for d in watch.contiguous(0, page)] == seqs[3:]
+    assert watch.skipped == 0
