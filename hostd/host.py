@@ -28,7 +28,7 @@ from .delivery import Delivery, DeliverySettings
 from .discovery import discover
 from .federation import Federation
 from .forkclient import ForkServer
-from .fs_sweeper import ExpirySweeper, FileSweeper
+from .housekeeping import Housekeeping
 from .handlers import HandlerTable
 from .ingest import IngestThread
 from .isolation import Isolation
@@ -39,7 +39,6 @@ from .paths import HostPaths
 from .placement import CpuPlacement
 from .rebuild import Rebuilds
 from .reloader import Reloader
-from .retention import Retention, RetentionSettings, RetentionThread
 from .scheduler import CronLeases, CronScheduler
 from .storage import HostStorage
 from .store import DataDirLock
@@ -89,9 +88,7 @@ class Host:
         self._rebuilds: Rebuilds | None = None
         self._monitor: threading.Thread | None = None
         self._reloader: Reloader | None = None
-        self._fs_sweeper: FileSweeper | None = None
-        self.retention: Retention | None = None
-        self._retention_thread: RetentionThread | None = None
+        self._housekeeping: Housekeeping | None = None
         self._policy = RestartPolicy.from_config(config)
 
     # -- lifecycle -----------------------------------------------------------
@@ -167,24 +164,14 @@ class Host:
         self.delivery.start()
         self.realtime.start()
         self.scheduler.start()
-        self._fs_sweeper = FileSweeper(ExpirySweeper(self.config["storage.fs"], self.paths.data / "modules",
-                                                     self.storage.client), self.config["storage.fs_sweep_s"])
-        self._fs_sweeper.start()
-        self._start_retention()
+        self._housekeeping = Housekeeping(self.config, self.paths.data / "modules", self.storage,
+                                          self._delivery_positions)
+        self._housekeeping.start()
         self._monitor = threading.Thread(target=self._monitor_loop, name="insights-monitor", daemon=True)
         self._monitor.start()
         if self._explicit_modules is None and self.config["modules.reload"]:
             self._reloader = Reloader(self.config["modules.paths"], self._reload_requests.put)
             self._reloader.start()
-
-    def _start_retention(self) -> None:
-        """Expire old log entries and dead letters every ``events.retention_interval_s`` (if asked to)."""
-        storage = self.storage
-        self.retention = Retention(storage.eventlog, storage.cursors, storage.dead_letters,
-                                   RetentionSettings.from_config(self.config), self._delivery_positions)
-        if self.retention.settings.enabled:
-            self._retention_thread = RetentionThread(self.retention)
-            self._retention_thread.start()
 
     def _delivery_positions(self) -> list[int]:
         """:returns: every handler position this node's delivery threads hold in memory."""
@@ -193,13 +180,14 @@ class Host:
 
     def retention_stats(self) -> dict:
         """:returns: :meth:`~hostd.retention.Retention.stats` (``{}`` before the host started)."""
-        return self.retention.stats() if self.retention is not None else {}
+        return self._housekeeping.retention.stats() if self._housekeeping is not None else {}
 
     def stop(self) -> None:
         """Stop the threads, every sandbox at once, then the store; release the data dir. Idempotent."""
         self._stopping.set()
-        for thread in (self._reloader, self._fs_sweeper, self._retention_thread, self._monitor, self.scheduler, self.delivery,
-                       self.realtime):
+        if self._housekeeping is not None:
+            self._housekeeping.stop()
+        for thread in (self._reloader, self._monitor, self.scheduler, self.delivery, self.realtime):
             if thread is not None and thread.is_alive():
                 if hasattr(thread, "stop"):
                     thread.stop()
