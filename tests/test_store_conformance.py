@@ -83,14 +83,15 @@ def _nx_children(data_dir):
 def _dead(pid: int, timeout_s: float = 5.0) -> bool:
     """Whether ``pid`` is gone (or a zombie that nobody reaps) within the timeout."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:  # asked at least once, even with no time to wait
         try:
             if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
                 return True
         except psutil.NoSuchProcess:
             return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
-    return False
 
 
 # -- CRUD and indexes ------------------------------------------------------------------
