@@ -55,11 +55,17 @@ class Backend:
             return {p.relative_to(root).as_posix() for p in root.rglob("*")
                     if p.is_file() and not p.relative_to(root).as_posix().startswith(".insights-")}
         database = self.client[f"mod_{module}"]
-        docs = list(database[f"{BUCKET}.files"].find({}))
         bucket = gridfs.GridFSBucket(database, bucket_name=BUCKET)
-        for doc in docs:  # every file listed is whole: its chunks are there
-            assert bucket.open_download_stream(doc["_id"]).read()
-        return {doc["filename"] for doc in docs}
+        held = set()
+        for doc in database[f"{BUCKET}.files"].find({}):
+            try:  # every file listed is whole: its chunks are there
+                assert bucket.open_download_stream(doc["_id"]).read()
+            except (gridfs.errors.NoFile, gridfs.errors.CorruptGridFile):
+                if database[f"{BUCKET}.files"].find_one({"_id": doc["_id"]}) is None:
+                    continue  # a running sweeper deleted it since it was listed
+                raise
+            held.add(doc["filename"])
+        return held
 
     def chunks_of(self, module, name) -> list:
         database = self.client[f"mod_{module}"]
