@@ -10,13 +10,12 @@ before closing their file left behind.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 
 from .module_files import ModuleFiles
 
-__all__ = ["ExpirySweeper", "FileSweeper"]
+__all__ = ["ExpirySweeper"]
 
 log = logging.getLogger("insights.fs_sweeper")
 
@@ -55,34 +54,3 @@ class ExpirySweeper:
         if any(deleted.values()):
             log.info("deleted %d expired files", sum(deleted.values()))
         return deleted
-
-
-class FileSweeper(threading.Thread):
-    """Runs an :class:`ExpirySweeper` at start and then every ``interval_s`` seconds, until :meth:`stop`.
-
-    :param sweeper: the :class:`ExpirySweeper`.
-    :param interval_s: seconds between sweeps (``storage.fs_sweep_s``).
-    """
-
-    def __init__(self, sweeper: ExpirySweeper, interval_s: float):
-        super().__init__(name="insights-fs-sweeper", daemon=True)
-        self._sweeper = sweeper
-        self._interval_s = interval_s
-        self._stopping = threading.Event()
-        #: sweeps completed so far
-        self.sweeps = 0
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._sweeper.sweep_once()
-            except Exception:  # the store is down, say: try again next time
-                log.warning("sweeping expired files failed", exc_info=True)
-            self.sweeps += 1
-            self._stopping.wait(self._interval_s)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop sweeping and wait for a sweep in progress to end."""
-        self._stopping.set()
-        if self.is_alive():
-            self.join(timeout_s)

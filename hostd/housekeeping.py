@@ -1,14 +1,17 @@
 """The host's periodic clean-ups, started and stopped together.
 
-Two background threads keep what hostd stores from growing without end: the
-:class:`~hostd.fs_sweeper.FileSweeper` deletes modules' expired files, and the
-:class:`~hostd.retention.RetentionThread` (only when a retention setting asks for
-it) deletes log entries every handler passed and old dead letters.
+Two background threads (:class:`~hostd.periodic.PeriodicTask`) keep what hostd
+stores from growing without end: the file sweeper runs the
+:class:`~hostd.fs_sweeper.ExpirySweeper`, which deletes modules' expired files,
+and the retention thread (only when a retention setting asks for it) runs
+:class:`~hostd.retention.Retention`, which deletes log entries every handler
+passed and old dead letters.
 """
 from __future__ import annotations
 
-from .fs_sweeper import ExpirySweeper, FileSweeper
-from .retention import Retention, RetentionSettings, RetentionThread
+from .fs_sweeper import ExpirySweeper
+from .periodic import PeriodicTask
+from .retention import Retention, RetentionSettings
 
 __all__ = ["Housekeeping"]
 
@@ -27,10 +30,12 @@ class Housekeeping:
         #: what retention deleted and what holds it back (``/metrics``)
         self.retention = Retention(storage.eventlog, storage.cursors, storage.dead_letters,
                                    RetentionSettings.from_config(config), positions)
-        self._threads = [FileSweeper(ExpirySweeper(config["storage.fs"], modules_dir, storage.client),
-                                     config["storage.fs_sweep_s"])]
+        sweeper = ExpirySweeper(config["storage.fs"], modules_dir, storage.client)
+        self._threads = [PeriodicTask("insights-fs-sweeper", sweeper.sweep_once, config["storage.fs_sweep_s"],
+                                      "sweeping expired files")]
         if self.retention.settings.enabled:
-            self._threads.append(RetentionThread(self.retention))
+            self._threads.append(PeriodicTask("insights-retention", self.retention.run_once,
+                                              self.retention.settings.interval_s, "a retention pass"))
 
     def start(self) -> None:
         """Start the threads."""
@@ -40,6 +45,4 @@ class Housekeeping:
     def stop(self) -> None:
         """Stop the threads and wait for them."""
         for thread in self._threads:
-            if thread.is_alive():
-                thread.stop()
-                thread.join(10)
+            thread.stop()

@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-__all__ = ["RetentionSettings", "Retention", "RetentionThread", "CHUNK"]
+__all__ = ["RetentionSettings", "Retention", "CHUNK"]
 
 log = logging.getLogger("insights.retention")
 
@@ -157,29 +157,3 @@ class Retention:
             self._totals["runs"] += 1
             self._totals["last_run"] = time.time()
         return done
-
-
-class RetentionThread(threading.Thread):
-    """Runs :meth:`Retention.run_once` at start and then every ``interval_s`` seconds, until :meth:`stop`.
-
-    :param retention: the :class:`Retention`.
-    """
-
-    def __init__(self, retention: Retention):
-        super().__init__(name="insights-retention", daemon=True)
-        self.retention = retention
-        self._stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.retention.run_once()
-            except Exception:  # the store is down, say: try again next time
-                log.warning("retention pass failed", exc_info=True)
-            self._stopping.wait(self.retention.settings.interval_s)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop after the pass in hand."""
-        self._stopping.set()
-        if self.is_alive():
-            self.join(timeout_s)

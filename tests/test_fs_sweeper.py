@@ -13,7 +13,8 @@ import gridfs
 import pytest
 from running_hostd import wait_until
 
-from hostd.fs_sweeper import STALE_STAGING_S, ExpirySweeper, FileSweeper
+from hostd.fs_sweeper import STALE_STAGING_S, ExpirySweeper
+from hostd.periodic import PeriodicTask
 from hostd.module_files import ModuleFiles
 from hostd.store import EmbeddedStore, connect
 from sandbox.gridfs_store import BUCKET
@@ -112,11 +113,12 @@ def test_the_sweeper_thread_deletes_expired_files_until_stopped(backend):
     module = backend.module()
     backend.write(module, "a.png", expires_in=0.5)
     backend.write(module, "b.png")
-    sweeper = FileSweeper(ExpirySweeper(backend.name, backend.modules_dir, backend.client), interval_s=0.05)
+    sweeper = PeriodicTask("insights-fs-sweeper", ExpirySweeper(backend.name, backend.modules_dir, backend.client)
+                           .sweep_once, 0.05, "sweeping expired files")
     sweeper.start()
     try:
         wait_until(lambda: backend.held(module) == {"b.png"}, 30, what="the expired file deleted")
-        assert sweeper.sweeps >= 1
+        assert sweeper.runs >= 1
     finally:
         sweeper.stop()
     assert not sweeper.is_alive()
