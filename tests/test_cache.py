@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy
 import pytest
 
-from hostd.store import EmbeddedStore, connect
+from hostd.store import connect
 from sandbox.cache import COLLECTION, Cache, CacheStore, cache_id, pack, unpack
 from sandbox.testing import ModuleHarness
 from running_hostd import wait_until
@@ -34,14 +34,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def store_url(tmp_path_factory):
-    embedded = EmbeddedStore(tmp_path_factory.mktemp("cache-store"))
-    embedded.start()
-    yield embedded.url
-    embedded.stop()
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,9 @@
 import pytest
 
 from hostd.eventlog import EventLog, event_identity
-from hostd.store import EmbeddedStore, connect
+from hostd.store import connect
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def store_url(tmp_path_factory):
-    with EmbeddedStore(tmp_path_factory.mktemp("eventlog")) as store:
-        yield store.url
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import gridfs
 import pytest
 from test_readme_examples import example_module
 
-from hostd.store import EmbeddedStore, connect
+from hostd.store import connect
 from sandbox.errors import FileQuotaExceeded
 from sandbox.filestore import FileStore
 from sandbox.gridfs_store import BUCKET, GridFileStore
@@ -44,12 +44,6 @@ SOURCE = """
         db["visits"].update_one({"_id": "n"}, {"$inc": {"n": 1}}, upsert=True)
         return db["visits"].find_one({"_id": "n"})["n"]
 """
-
-
-@pytest.fixture(scope="module")
-def store_url(tmp_path_factory):
-    with EmbeddedStore(tmp_path_factory.mktemp("store")) as store:
-        yield store.url
 
 
 @pytest.fixture

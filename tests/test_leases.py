@@ -11,17 +11,11 @@ from hostd.eventlog import EventLog
 from hostd.gaps import GapWatch
 from hostd.leases import LeaseKeeper, LeaseTable, shares
 from hostd.partitions import Partitioner, partition_key, partition_of
-from hostd.store import EmbeddedStore, connect
+from hostd.store import connect
 from sandbox import event_handler
 from sandbox.errors import ModuleLoadError
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def store_url(tmp_path_factory):
-    with EmbeddedStore(tmp_path_factory.mktemp("leases")) as store:
-        yield store.url
 
 
 @pytest.fixture

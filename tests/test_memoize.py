@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from hostd.store import EmbeddedStore, connect
+from hostd.store import connect
 from running_hostd import Daemon, launch, stop_daemon, wait_announced, wait_until
 from test_readme_examples import example_module
 from sandbox import memoize_query
@@ -81,14 +81,6 @@ def test_outside_a_sandbox_the_variants_say_where_they_work():
 
 
 # -- single flight at the store ------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def store_url(tmp_path_factory):
-    embedded = EmbeddedStore(tmp_path_factory.mktemp("memo-store"))
-    embedded.start()
-    yield embedded.url
-    embedded.stop()
-
 
 class Process:
     """One "process" of a module: its own client and :class:`Memos`, and a record of its waits."""

@@ -10,18 +10,12 @@ import pytest
 from hostd.deadletters import DeadLetters
 from hostd.eventlog import Cursors, EventLog
 from hostd.retention import DAY_S, Retention, RetentionSettings
-from hostd.store import HOST_DB_NAME, EmbeddedStore, connect
+from hostd.store import HOST_DB_NAME, connect
 from running_hostd import start_daemon, stop_daemon, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
 LATER = time.time() + 3 * DAY_S   # "now" for a pass that finds every event two days old past one day
-
-
-@pytest.fixture(scope="module")
-def store_url(tmp_path_factory):
-    with EmbeddedStore(tmp_path_factory.mktemp("retention")) as store:
-        yield store.url
 
 
 class Parts:
