@@ -102,7 +102,8 @@ def compile_filter(filter_doc: dict | None, module: str, properties=None, names_
         if with_source or property_paths:
             view = dict(view, source=doc.get("source")) if with_source else dict(view)
         if property_paths:
-            event = Event(doc["event"], {"seq": doc.get("seq"), "source": doc.get("source")}, properties)
+            event = doc.get("evt") or Event(doc["event"], {"seq": doc.get("seq"), "source": doc.get("source")},
+                                            properties)
             for path in property_paths:
                 try:
                     _, value = properties.value_at(event, path)

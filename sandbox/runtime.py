@@ -174,17 +174,16 @@ class ModuleRuntime:
         if kind != "handler":
             return self.prepare(endpoint, params)
         items = [item for item in message.get("events", []) if isinstance(item, dict)]
+        events = [Event(item.get("event", {}), item.get("meta"), self.properties) for item in items]
         skipped = []
         check = self.property_filters.get(endpoint.name)
-        if check is not None:
+        if check is not None:  # the properties it computes stay cached on the events the handler gets
             kept = []
-            for item in items:
-                meta = item.get("meta") or {}
-                doc = {"event": item.get("event", {}), "source": meta.get("source"), "seq": meta.get("seq")}
-                (kept if check(doc) else skipped).append(item)
-            items = kept
-            skipped = [(item.get("meta") or {}).get("seq") for item in skipped]
-        events = [Event(item.get("event", {}), item.get("meta"), self.properties) for item in items]
+            for event in events:
+                doc = {"event": event.event, "source": event.meta.get("source"), "seq": event.meta.get("seq"),
+                       "evt": event}
+                (kept if check(doc) else skipped).append(event)
+            events, skipped = kept, [event.meta.get("seq") for event in skipped]
         run = self.prepare(endpoint, params, events) if events else (lambda: None)
 
         def run_and_tell():
